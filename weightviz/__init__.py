@@ -1,0 +1,68 @@
+"""weightviz: open, inspect, check and load neural-network weight files.
+
+The public verbs live here and nothing else; each imports its module on first
+use so ``import weightviz`` stays light (no torch, no matplotlib).
+"""
+from __future__ import annotations
+
+from .errors import (CorruptFileError, MismatchError, UnknownFormatError,
+                     UnsafeCheckpointError, UnsupportedLayerError, WeightvizError)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open", "build", "build_mlp", "check", "load", "stats", "hist", "plot_overview",
+    "browse", "predict", "WeightvizError", "UnknownFormatError", "CorruptFileError",
+    "UnsafeCheckpointError", "UnsupportedLayerError", "MismatchError",
+]
+
+
+def open(path, *, format: str | None = None, **options):  # noqa: A001 - the verb users expect
+    """Open a weight file lazily and safely; see :func:`weightviz.formats.open_checkpoint`."""
+    from .formats import open_checkpoint
+    return open_checkpoint(path, format=format, **options)
+
+
+def build(source, **kwargs):
+    from .build import build as _build
+    return _build(source, **kwargs)
+
+
+def build_mlp(weights, biases=None, activations=None, **kwargs):
+    from .build import build_mlp as _build_mlp
+    return _build_mlp(weights, biases, activations, **kwargs)
+
+
+def check(model, source, **kwargs):
+    from .match import check as _check
+    return _check(model, source, **kwargs)
+
+
+def load(model, source, *args, **kwargs):
+    from .match import load as _load
+    return _load(model, source, *args, **kwargs)
+
+
+def stats(source, **kwargs):
+    from .stats import stats as _stats
+    return _stats(source, **kwargs)
+
+
+def hist(source, name, **kwargs):
+    from .plots import hist as _hist
+    return _hist(source, name, **kwargs)
+
+
+def plot_overview(source, **kwargs):
+    from .plots import plot_overview as _overview
+    return _overview(source, **kwargs)
+
+
+def browse(source, **kwargs):
+    from .widgets import browse as _browse
+    return _browse(source, **kwargs)
+
+
+def predict(model, samples, **kwargs):
+    from .widgets import predict as _predict
+    return _predict(model, samples, **kwargs)
