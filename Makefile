@@ -20,7 +20,7 @@ lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/
 
 test: $(VENV)/.installed
-	$(PY) -m pytest --nbval tests notebooks
+	$(PY) -m pytest --nbval --nbval-current-env tests notebooks
 
 bench: $(VENV)/.installed
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
