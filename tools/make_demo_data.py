@@ -230,6 +230,17 @@ def save_predictions(model, name):
     np.savez(out(name), x=x, y=y, probs=probs)
 
 
+def check_reloads(keras, loaders, name):
+    """Each saved form, loaded back by Keras itself, predicts what was stored."""
+    with np.load(out(name)) as z:
+        x, probs = z["x"], z["probs"]
+    for what, load in loaders.items():
+        got = np.asarray(load().predict(x, verbose=0))
+        err = float(np.abs(got - probs).max())
+        assert err < 1e-5, (what, err)
+        print(f"  reloaded {what}: max |diff| {err:.1e}")
+
+
 def keras3_part():
     import keras
     assert keras.backend.backend() == "torch", keras.backend.backend()
@@ -241,6 +252,16 @@ def keras3_part():
     model.save(out("keras_model.h5"), include_optimizer=False)   # legacy HDF5 full model
     model.save(out("keras_model.keras"))
     save_predictions(model, "keras_predictions.npz")
+
+    def from_json():
+        m = keras.models.model_from_json(open(out("keras_model.json"), encoding="utf-8").read())
+        m.load_weights(out("keras_model.weights.h5"))
+        return m
+    check_reloads(keras, {
+        "json + weights.h5": from_json,
+        ".h5": lambda: keras.models.load_model(out("keras_model.h5"), compile=False),
+        ".keras": lambda: keras.models.load_model(out("keras_model.keras"), compile=False),
+    }, "keras_predictions.npz")
     update_manifest("keras3", {
         "keras_version": keras.__version__, "backend": "torch", "accuracy": round(acc, 4),
         "files": ["keras_model.json", "keras_model.weights.h5", "keras_model.h5",
@@ -260,6 +281,15 @@ def keras2_part():
     model.save_weights(out("keras2_model_weights.h5"), save_format="h5")   # legacy weights-only
     model.save(out("keras2_model.h5"), save_format="h5")                   # legacy full model
     save_predictions(model, "keras2_predictions.npz")
+
+    def from_json():
+        m = keras.models.model_from_json(open(out("keras2_model.json"), encoding="utf-8").read())
+        m.load_weights(out("keras2_model_weights.h5"))
+        return m
+    check_reloads(keras, {
+        "json + weights.h5": from_json,
+        ".h5": lambda: keras.models.load_model(out("keras2_model.h5"), compile=False),
+    }, "keras2_predictions.npz")
     update_manifest("keras2", {
         "keras_version": keras.__version__, "writer": "tf_keras (TensorFlow)",
         "accuracy": round(acc, 4),
