@@ -1,6 +1,166 @@
 """Readers, one per format, behind one front door: :func:`open_checkpoint`.
 
 Each reader module exposes ``sniff(head: bytes, path) -> bool`` and
-``read(path, **options) -> Checkpoint``. The registry tries content first
-(magic bytes), the extension second; ``format=`` picks a reader by name.
+``read(path, **options) -> Checkpoint`` (a module serving two formats names
+its functions in :data:`READERS`). The registry tries content first (magic
+bytes), the extension second; ``format=`` picks a reader by name.
+
+Reader modules are imported lazily by name, so a missing or broken module
+never stops the others, and opening a safetensors/NumPy/HDF5 file never
+imports torch. Order matters: the Keras HDF5 reader gets the first chance at
+HDF5 files (it decides by root attributes / groups) and the plain HDF5 tree
+reader is the fallback; ``.keras`` zips go to the Keras reader before the torch
+and npz readers look at a zip; ``*.safetensors.index.json`` is claimed before
+other JSON goes to the Keras JSON reader.
 """
+from __future__ import annotations
+
+import importlib
+import os
+from typing import NamedTuple
+
+from ..errors import CorruptFileError, UnknownFormatError, WeightvizError, capped, message
+from . import sniff as _sniff
+
+
+class Reader(NamedTuple):
+    format: str          # the name users pass as format=
+    module: str          # module under weightviz.formats
+    sniff: str = "sniff"
+    read: str = "read"
+
+
+READERS: tuple[Reader, ...] = (
+    Reader("keras-h5", "keras_h5"),
+    Reader("hdf5", "hdf5_file"),
+    Reader("keras", "keras_zip"),
+    Reader("torchscript", "torch_file", "sniff_torchscript", "read_torchscript"),
+    Reader("torch", "torch_file"),
+    Reader("numpy", "numpy_file"),
+    Reader("safetensors", "safetensors_file"),
+    Reader("keras-json", "keras_json"),
+)
+FORMATS = tuple(r.format for r in READERS)
+
+# extension -> reader tried when no content sniffer claims the file (second chance)
+EXTENSIONS = {
+    ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".tar": "torch",
+    ".safetensors": "safetensors", ".npy": "numpy", ".npz": "numpy",
+    ".h5": "hdf5", ".hdf5": "hdf5", ".keras": "keras", ".json": "keras-json",
+}
+
+
+def _module(reader: Reader):
+    try:
+        return importlib.import_module(f"{__name__}.{reader.module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__name__}.{reader.module}":
+            return None          # that reader is not written (yet): skip it
+        raise
+
+
+def available_formats() -> list[str]:
+    """Format names whose reader module can be imported."""
+    return [r.format for r in READERS if _module(r) is not None]
+
+
+def _reader_by_name(name: str) -> Reader:
+    for r in READERS:
+        if r.format == name:
+            return r
+    raise UnknownFormatError(message(
+        f"unknown format name {name!r}", expected="one of " + ", ".join(FORMATS),
+        fix="pass one of those names as format=, or leave format=None to detect it", got=repr(name)))
+
+
+def _call_read(reader: Reader, path: str, options: dict):
+    mod = _module(reader)
+    if mod is None:
+        raise UnknownFormatError(message(
+            f"the {reader.format!r} reader is not available in this installation",
+            fix="update weightviz", got=f"missing module weightviz.formats.{reader.module}"))
+    try:
+        return getattr(mod, reader.read)(path, **options)
+    except WeightvizError:
+        raise
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except RecursionError as exc:
+        raise CorruptFileError(message(
+            f"{os.path.basename(path)} nests its contents too deeply to read safely",
+            expected=f"a {reader.format} file of ordinary depth", got=type(exc).__name__)) from exc
+    except Exception as exc:     # last line of defence: raw library errors never escape for bad input
+        raise CorruptFileError(message(
+            f"{os.path.basename(path)} could not be read as {reader.format}",
+            expected=f"a complete, well-formed {reader.format} file",
+            fix="check the file is complete (re-download it) or pick another reader with format=",
+            got=f"{type(exc).__name__}: {str(exc)[:300]}")) from exc
+
+
+def detect(path: str) -> str:
+    """The format name the registry would use for ``path`` (content first, extension second)."""
+    size = os.path.getsize(path)
+    head = _sniff.read_head(path)
+    _sniff.diagnose(head, path, size)
+    for reader in READERS:
+        mod = _module(reader)
+        if mod is None:
+            continue
+        try:
+            hit = getattr(mod, reader.sniff)(head, path)
+        except WeightvizError:
+            raise
+        except Exception:        # a sniffer choking on odd bytes just means "not mine"
+            hit = False
+        if hit:
+            return reader.format
+    ext = _extension(path)
+    if ext in EXTENSIONS and _module(_reader_by_name(EXTENSIONS[ext])) is not None:
+        fmt = EXTENSIONS[ext]
+        raise CorruptFileError(message(
+            f"{os.path.basename(path)} is named like a {fmt} file ({ext}) but its bytes are not",
+            expected=f"a {fmt} file",
+            fix="the file may be truncated or mislabelled; re-download it, or force a reader with format=",
+            got="first bytes " + _sniff.first_bytes(head)))
+    raise _sniff.unknown(head, path)
+
+
+def _extension(path: str) -> str:
+    name = os.path.basename(path).lower()
+    if name.endswith(".weights.h5"):
+        return ".h5"
+    return os.path.splitext(name)[1]
+
+
+def _open_directory(path: str, options: dict):
+    names = sorted(os.listdir(path))
+    index = [n for n in names if n.endswith(".safetensors.index.json")]
+    single = [n for n in names if n.endswith(".safetensors")]
+    if len(index) == 1:
+        return open_checkpoint(os.path.join(path, index[0]), **options)
+    if not index and len(single) == 1:
+        return open_checkpoint(os.path.join(path, single[0]), **options)
+    raise UnknownFormatError(message(
+        f"{os.path.basename(os.path.normpath(path))} is a directory",
+        expected="a weight file, or a directory holding exactly one *.safetensors.index.json or *.safetensors",
+        fix="pass the weight file inside it", got=capped(names) or "an empty directory"))
+
+
+def open_checkpoint(path, *, format: str | None = None, **options):
+    """Open a weight file lazily and safely and return a :class:`~weightviz.checkpoint.Checkpoint`.
+
+    ``format`` forces a reader: one of ``'torch', 'torchscript', 'safetensors', 'numpy',
+    'hdf5', 'keras-h5', 'keras', 'keras-json'``. Without it the file's first bytes decide
+    (the extension only serves to word the error when nothing matches). Reader options
+    (``**options``) are passed on to the chosen reader.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path) and format is None:
+        return _open_directory(path, options)
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    if format is not None:
+        reader = _reader_by_name(format)
+    else:
+        reader = _reader_by_name(detect(path))
+    return _call_read(reader, path, options)

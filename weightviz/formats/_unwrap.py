@@ -1,0 +1,108 @@
+"""Finding the model's weights inside whatever a torch file holds.
+
+Works on both worlds: objects from ``torch.load(weights_only=True)`` and the
+stand-ins of the recording unpickler (``is_tensor`` / ``module_children`` say
+which). Walks are iterative, bounded, and de-duplicated by ``id()`` so shared
+references and deep nesting cannot hang or overflow them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..errors import CorruptFileError, message
+
+# wrapper keys, most specific first; the first whose value holds tensors is the model
+WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "network", "module",
+            "state_dict_ema", "model_ema", "ema", "model_ema_state_dict", "params", "weights")
+MAX_DEPTH = 64
+MAX_NODES = 5_000_000
+
+
+def _has_tensor(obj, is_tensor, module_items) -> bool:
+    """Whether a tensor is reachable from obj (bounded, id-deduplicated)."""
+    stack, seen, n = [obj], set(), 0
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        n += 1
+        if n > MAX_NODES:
+            return False
+        if is_tensor(x):
+            return True
+        stack.extend(v for _, v in _children(x, module_items))
+    return False
+
+
+def _children(x, module_items):
+    if isinstance(x, Mapping):
+        return [(str(k), v) for k, v in x.items()]
+    if isinstance(x, (list, tuple)):
+        return [(str(i), v) for i, v in enumerate(x)]
+    items = module_items(x)
+    return items if items is not None else []
+
+
+def unwrap(obj, is_tensor, module_items=lambda x: None, *, what="file"):
+    """Split ``obj`` into (tensors by state-dict name, extras, unwrapped key path or None).
+
+    ``module_items(x)`` returns the (name, value) children of a module-like object
+    in state-dict order, or None when x is no module.
+    """
+    path: list[str] = []
+    extras: dict = {}
+    for _ in range(MAX_DEPTH):
+        if not isinstance(obj, Mapping) or any(is_tensor(v) for v in obj.values()):
+            break
+        key = next((k for k in WRAPPERS if k in obj
+                    and _has_tensor(obj[k], is_tensor, module_items)), None)
+        if key is None:
+            break
+        for k, v in obj.items():
+            if k != key:
+                extras[str(k) if not path else "/".join(path + [str(k)])] = v
+        path.append(key)
+        obj = obj[key]
+    tensors: dict = {}
+    leftovers: dict = {}
+    _flatten(obj, is_tensor, module_items, tensors, leftovers, what)
+    if leftovers:
+        extras.setdefault("non_tensor_entries", {}).update(leftovers)
+    return tensors, extras, ("/".join(path) or None)
+
+
+def _flatten(obj, is_tensor, module_items, tensors, leftovers, what):
+    if is_tensor(obj):                      # torch.save(tensor): one unnamed tensor
+        tensors["tensor"] = obj
+        return
+    stack = [("", obj, 0)]
+    seen: set[int] = set()
+    count = 0
+    while stack:
+        prefix, x, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise CorruptFileError(message(
+                f"{what} holds more than {MAX_NODES:,} objects", expected="a checkpoint of ordinary size",
+                fix="this looks like a crafted file; do not trust it"))
+        if is_tensor(x):
+            tensors.setdefault(prefix, x)
+            continue
+        is_container = isinstance(x, (Mapping, list, tuple)) or module_items(x) is not None
+        if not is_container:
+            if prefix:
+                leftovers[prefix] = x
+            continue
+        if id(x) in seen:
+            continue               # a shared container: its tensors are listed once
+        seen.add(id(x))
+        if depth >= MAX_DEPTH:
+            raise CorruptFileError(message(
+                f"{what} nests containers more than {MAX_DEPTH} levels deep",
+                expected="a state dict of ordinary depth", fix="this looks like a crafted file"))
+        if prefix and not _has_tensor(x, is_tensor, module_items):
+            leftovers[prefix] = x
+            continue
+        for name, v in reversed(_children(x, module_items)):
+            stack.append((f"{prefix}.{name}" if prefix else name, v, depth + 1))

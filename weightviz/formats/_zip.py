@@ -1,0 +1,78 @@
+"""Opening zips safely (never extracting) and finding where a stored member's bytes lie."""
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from contextlib import contextmanager
+
+from ..errors import CorruptFileError, UnsafeCheckpointError, message
+
+MAX_MEMBERS = 1_000_000
+MAX_RATIO = 1100          # deflate cannot beat ~1032:1; more is a zip bomb
+
+
+def _bad(path, what, got=None) -> CorruptFileError:
+    return CorruptFileError(message(
+        f"{os.path.basename(path)} is a damaged zip archive: {what}",
+        expected="a complete zip (torch.save, .npz ...)",
+        fix="the file may be truncated; download or copy it again", got=got))
+
+
+@contextmanager
+def open_zip(path: str):
+    """A ``ZipFile`` whose directory was checked: no duplicates, no encryption, sizes that fit."""
+    size = os.path.getsize(path)
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error,
+            NotImplementedError, UnicodeDecodeError) as exc:
+        raise _bad(path, "its directory cannot be read", got=f"{type(exc).__name__}: {exc}"[:200]) from None
+    try:
+        infos = z.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise _bad(path, f"{len(infos):,} members is more than weightviz reads")
+        seen = set()
+        for i in infos:
+            if i.filename in seen:
+                raise UnsafeCheckpointError(message(
+                    f"{os.path.basename(path)} holds two members named {i.filename!r}",
+                    expected="unique member names", fix="do not trust this file: readers disagree on "
+                    "which copy counts", got=i.filename))
+            seen.add(i.filename)
+            if i.flag_bits & 0x1:
+                raise _bad(path, f"member {i.filename!r} is encrypted")
+            if i.header_offset + i.compress_size > size:
+                raise _bad(path, f"member {i.filename!r} runs past the end of the file",
+                           got=f"{size:,} bytes")
+            if i.compress_type != zipfile.ZIP_STORED and i.file_size > MAX_RATIO * i.compress_size + 2**20:
+                raise _bad(path, f"member {i.filename!r} claims to inflate {i.compress_size:,} bytes "
+                                 f"to {i.file_size:,} (a zip bomb?)")
+        yield z
+    finally:
+        z.close()
+
+
+def member_data_offset(f, info: zipfile.ZipInfo, path: str) -> int:
+    """Absolute offset of a member's bytes (after its local header) in the open file ``f``."""
+    f.seek(info.header_offset)
+    local = f.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise _bad(path, f"the local header of {info.filename!r} is missing")
+    n, e = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + n + e
+    if start + info.compress_size > os.fstat(f.fileno()).st_size:
+        raise _bad(path, f"member {info.filename!r} runs past the end of the file")
+    return start
+
+
+def read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: str) -> bytes:
+    """A member's bytes, refusing members larger than ``limit`` and CRC errors."""
+    if info.file_size > limit:
+        raise _bad(path, f"member {info.filename!r} is {info.file_size:,} bytes, over the "
+                         f"{limit:,}-byte limit for this part")
+    try:
+        return z.read(info)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, NotImplementedError) as exc:
+        raise _bad(path, f"member {info.filename!r} cannot be read",
+                   got=f"{type(exc).__name__}: {exc}"[:200]) from None

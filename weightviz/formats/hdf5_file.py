@@ -1,0 +1,143 @@
+"""Any HDF5 file as a plain tree of datasets (the fallback after the Keras HDF5 reader).
+
+Tensor names are dataset paths without the leading ``/``. The walk goes over
+*links* (``visititems_links``), so every link is classified before anything is
+opened: external links, datasets with external raw storage and virtual datasets
+would read other files, and are refused with :class:`UnsafeCheckpointError`;
+soft links are not followed (their targets are listed under their own path).
+The walk is bounded in objects and depth. A dataset's declared size is checked
+against the bytes the file really stores for it before any read; only HDF5's
+built-in filters are accepted (no filter plugin is ever loaded). Contiguous,
+unfiltered datasets get a :class:`DataLocation` (memory-mapped on request).
+"""
+from __future__ import annotations
+
+import os
+from math import prod
+
+from .. import dtypes
+from ..checkpoint import Checkpoint, DataLocation, TensorEntry
+from ..errors import CorruptFileError, UnsafeCheckpointError, message
+from . import sniff as _sniff
+
+MAX_OBJECTS = 1_000_000
+MAX_DEPTH = 64
+BUILTIN_FILTERS = {1, 2, 3, 4, 5, 6}       # deflate, shuffle, fletcher32, szip, nbit, scaleoffset
+MAX_RATIO = 1100
+
+
+def sniff(head: bytes, path) -> bool:
+    return _sniff.is_hdf5(head, str(path))
+
+
+def _bad(path, what, got=None) -> CorruptFileError:
+    return CorruptFileError(message(
+        f"{os.path.basename(path)} is a damaged HDF5 file: {what}",
+        expected="a complete HDF5 file", fix="the file may be truncated; download or copy it again",
+        got=got))
+
+
+def _unsafe(path, name, what) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(message(
+        f"{os.path.basename(path)}: /{name} {what}, which would read data from outside this file",
+        expected="datasets stored inside the file",
+        fix="weightviz does not follow external links, external storage or virtual datasets; "
+            "do not trust this file, or copy the data into it", got=f"/{name}"), needs=[f"/{name}"])
+
+
+def open_file(path: str):
+    """``h5py.File`` opened read-only, with h5py/HDF5 errors turned into CorruptFileError."""
+    import h5py
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise _bad(path, "HDF5 cannot open it", got=f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+def read(path, **options) -> Checkpoint:
+    path = os.fspath(path)
+    import h5py
+    size = os.path.getsize(path)
+    entries: dict[str, TensorEntry] = {}
+    extras: dict = {}
+    with open_file(path) as f:
+        names: list[tuple[str, object]] = []
+
+        def visit(name, link):
+            if len(names) >= MAX_OBJECTS:
+                return True       # stop: checked below
+            names.append((name, link))
+            return None
+        try:
+            f.visititems_links(visit)
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise _bad(path, "its group tree cannot be walked", got=f"{type(exc).__name__}: {exc}"[:200]) from None
+        if len(names) >= MAX_OBJECTS:
+            raise _bad(path, f"more than {MAX_OBJECTS:,} links; weightviz stops there")
+        for name, link in names:
+            if name.count("/") >= MAX_DEPTH:
+                raise _bad(path, f"groups nest more than {MAX_DEPTH} levels deep", got=f"/{name[:200]}")
+            if isinstance(link, h5py.ExternalLink):
+                raise _unsafe(path, name, f"is an external link to {link.filename}:{link.path}")
+            if isinstance(link, h5py.SoftLink):
+                extras.setdefault("soft_links", {})[name] = link.path
+                continue
+            try:
+                obj = f.get(name, getlink=False)
+            except (OSError, RuntimeError, ValueError, KeyError) as exc:
+                raise _bad(path, f"/{name} cannot be opened", got=f"{type(exc).__name__}: {exc}"[:200]) from None
+            if not isinstance(obj, h5py.Dataset):
+                continue
+            entry = _dataset_entry(path, name, obj, size)
+            if isinstance(entry, str):
+                extras.setdefault("skipped_datasets", {})[name] = entry
+            else:
+                entries[name] = entry
+    meta = {"container": "hdf5"}
+    return Checkpoint(entries, "hdf5", path=path, metadata=meta, extras=extras)
+
+
+def _dataset_entry(path, name, ds, size):
+    """A TensorEntry, or a string saying why the dataset is not listed."""
+    if ds.is_virtual:
+        raise _unsafe(path, name, "is a virtual dataset")
+    if ds.external:
+        raise _unsafe(path, name, "keeps its data in external files")
+    dt = ds.dtype
+    canon = dtypes.from_numpy(dt)
+    if canon not in dtypes.ITEMSIZE_BITS or dt.fields is not None or dt.subdtype is not None:
+        return f"dtype {dt} is not numeric"
+    shape = ds.shape
+    if shape is None:
+        return "empty (null dataspace)"
+    nbytes = prod(shape) * dt.itemsize
+    plist = ds.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    unknown = [fid for fid in filters if fid not in BUILTIN_FILTERS]
+    if unknown:
+        return f"compressed with filter plugin id(s) {unknown}, which weightviz does not load"
+    stored = ds.id.get_storage_size()
+    if filters:
+        if nbytes > MAX_RATIO * stored + 2**20:
+            raise _bad(path, f"/{name} declares {nbytes:,} bytes but stores {stored:,} compressed",
+                       got=f"shape {shape}, dtype {dt}")
+    elif nbytes > stored and nbytes > 2**20:
+        raise _bad(path, f"/{name} declares {nbytes:,} bytes ({shape} x {dt}) but the file stores "
+                         f"{stored:,} for it", got=f"{size:,}-byte file")
+    offset = ds.id.get_offset() if not filters and ds.chunks is None else None
+    if offset is not None and nbytes and offset + nbytes <= size:
+        return TensorEntry(name, shape, canon, location=DataLocation(path, offset, dt))
+    return TensorEntry(name, shape, canon, loader=lambda: _read_dataset(path, name))
+
+
+def _read_dataset(path, name):
+    import numpy as np
+    with open_file(path) as f:
+        ds = f.get(name)
+        if ds is None:
+            raise _bad(path, f"/{name} disappeared")
+        try:
+            return np.asarray(ds[()])
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise _bad(path, f"/{name} cannot be read", got=f"{type(exc).__name__}: {exc}"[:200]) from None
+

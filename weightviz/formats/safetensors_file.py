@@ -1,0 +1,171 @@
+"""safetensors files, single or sharded (``*.safetensors.index.json``).
+
+The header is parsed here (no safetensors/torch import) and checked like the
+Rust reader does: size limits, UTF-8 JSON, no duplicate names, offsets that tile
+the byte buffer with no gap or overlap, sizes that agree with shape x dtype,
+and a buffer that ends at the end of the file. Every tensor gets a
+:class:`DataLocation`, so its bytes are memory-mapped only when asked for.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from math import prod
+
+from .. import dtypes
+from ..checkpoint import Checkpoint, DataLocation, TensorEntry
+from ..errors import CorruptFileError, UnknownFormatError, message
+from . import sniff as _sniff
+
+MAX_HEADER = _sniff.SAFETENSORS_MAX_HEADER
+MAX_INDEX = 100_000_000
+
+
+def sniff(head: bytes, path) -> bool:
+    name = os.path.basename(str(path))
+    if name.endswith(".safetensors.index.json") and _sniff.is_json(head):
+        return True
+    return _sniff.is_safetensors(head, os.path.getsize(path))
+
+
+def read(path, **options) -> Checkpoint:
+    path = os.fspath(path)
+    if os.path.basename(path).endswith(".json"):
+        return read_index(path)
+    entries, meta = read_file(path)
+    return Checkpoint(entries, "safetensors", path=path, metadata=meta)
+
+
+def _bad(path, what, *, got=None) -> CorruptFileError:
+    return CorruptFileError(message(
+        f"{os.path.basename(path)} is not a valid safetensors file: {what}",
+        expected="an 8-byte header length, a JSON header and the tensor bytes it describes",
+        fix="the file may be truncated or damaged; download it again", got=got))
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def read_file(path: str) -> tuple[dict[str, TensorEntry], dict]:
+    """Entries (in byte order) and metadata of one safetensors file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        first = f.read(8)
+        if len(first) < 8:
+            raise _bad(path, "shorter than the 8-byte header length", got=f"{size} bytes")
+        (n,) = struct.unpack("<Q", first)
+        if n > MAX_HEADER:
+            raise _bad(path, f"header length {n:,} exceeds the 100 MB limit",
+                       got="first bytes " + _sniff.first_bytes(first))
+        if 8 + n > size:
+            raise _bad(path, f"header length {n:,} runs past the end of the {size:,}-byte file")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _bad(path, "the header is not valid UTF-8 JSON", got=str(exc)[:200]) from None
+    if not isinstance(header, dict):
+        raise _bad(path, "the header is not a JSON object", got=type(header).__name__)
+    meta_raw = header.pop("__metadata__", None)
+    if meta_raw is not None and not (isinstance(meta_raw, dict)
+                                     and all(isinstance(v, str) for v in meta_raw.values())):
+        raise _bad(path, "__metadata__ must map strings to strings", got=repr(meta_raw)[:200])
+    start = 8 + n
+    buffer = size - start
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            raise _bad(path, f"tensor {name!r} is not described by an object", got=repr(info)[:100])
+        code, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if code not in dtypes.SAFETENSORS:
+            raise _bad(path, f"tensor {name!r} has an unsupported dtype",
+                       got=f"{code!r}; known: {', '.join(dtypes.SAFETENSORS)}")
+        if (not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape)
+                or not isinstance(offs, list) or len(offs) != 2
+                or not all(type(o) is int and o >= 0 for o in offs)):
+            raise _bad(path, f"tensor {name!r} has a malformed shape or data_offsets",
+                       got=f"shape={shape!r}, data_offsets={offs!r}"[:200])
+        dtype = dtypes.SAFETENSORS[code]
+        nbytes = prod(shape) * dtypes.itemsize(dtype)
+        b, e = offs
+        if e < b or e - b != nbytes:
+            raise _bad(path, f"tensor {name!r} declares {nbytes:,} bytes ({shape} x {dtype}) "
+                             f"but its data_offsets span {e - b:,}", got=f"data_offsets={offs}")
+        if e > buffer:
+            raise _bad(path, f"tensor {name!r} ends at byte {start + e:,}, past the end of the "
+                             f"{size:,}-byte file", got=f"data_offsets={offs}")
+        spans.append((b, e, name, shape, dtype))
+    spans.sort(key=lambda s: (s[0], s[1]))
+    pos = 0
+    for b, e, name, _, _ in spans:
+        if b != pos:
+            raise _bad(path, f"tensor {name!r} starts at buffer byte {b:,} but the previous "
+                             f"tensor ended at {pos:,} (gap or overlap)")
+        pos = e
+    if pos != buffer:
+        raise _bad(path, f"the tensors cover {pos:,} bytes but the data buffer has {buffer:,}",
+                   got=f"{size:,}-byte file")
+    entries = {}
+    for b, _e, name, shape, dtype in spans:
+        loc = DataLocation(path, start + b, dtypes.numpy_view_dtype(dtype))
+        entries[name] = TensorEntry(name, shape, dtype, location=loc)
+    meta = {"safetensors_metadata": dict(meta_raw)} if meta_raw else {}
+    return entries, meta
+
+
+def read_index(path: str) -> Checkpoint:
+    """A sharded checkpoint: the index's ``weight_map`` names the shard of every tensor."""
+    name = os.path.basename(path)
+    if os.path.getsize(path) > MAX_INDEX:
+        raise _bad(path, "the index file is larger than 100 MB")
+    try:
+        with open(path, "rb") as f:
+            index = json.loads(f.read().decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptFileError(message(
+            f"{name} is not valid JSON", expected="a safetensors index {'metadata':..., 'weight_map':...}",
+            fix="download the index again", got=str(exc)[:200])) from None
+    wmap = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
+        raise UnknownFormatError(message(
+            f"{name} is JSON but not a safetensors index", expected="a 'weight_map' of tensor name -> shard file",
+            fix="open the shard files, or the Keras JSON with format='keras-json'",
+            got="keys " + ", ".join(map(str, index)) if isinstance(index, dict) else type(index).__name__))
+    folder = os.path.dirname(os.path.abspath(path))
+    shards = list(dict.fromkeys(wmap.values()))
+    entries: dict[str, TensorEntry] = {}
+    for shard in shards:
+        if (os.path.isabs(shard) or os.path.basename(shard) != shard or shard in ("", ".", "..")):
+            raise CorruptFileError(message(
+                f"{name} names a shard outside its own folder", expected="plain file names",
+                fix="fix the index's weight_map", got=repr(shard)))
+        spath = os.path.join(folder, shard)
+        if not os.path.isfile(spath):
+            raise CorruptFileError(message(
+                f"shard {shard} listed in {name} is missing", expected=f"{len(shards)} shard files next to the index",
+                fix="download every shard into the same folder", got=f"missing {shard}"))
+        part, _meta = read_file(spath)
+        for tname, entry in part.items():
+            if wmap.get(tname) != shard:
+                raise CorruptFileError(message(
+                    f"shard {shard} holds tensor {tname!r} that {name} does not map to it",
+                    expected="the index and the shards to agree", fix="download matching files",
+                    got=f"weight_map[{tname!r}] = {wmap.get(tname)!r}"))
+            entries[tname] = entry
+    missing = [k for k in wmap if k not in entries]
+    if missing:
+        raise CorruptFileError(message(
+            f"{len(missing)} tensors listed in {name} are not in their shards",
+            expected="every weight_map entry to exist", fix="download matching files",
+            got=", ".join(missing[:10])))
+    meta = {"shards": shards}
+    if isinstance(index.get("metadata"), dict):
+        meta["index_metadata"] = index["metadata"]
+    return Checkpoint(entries, "safetensors", path=path, metadata=meta)

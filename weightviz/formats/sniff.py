@@ -1,0 +1,124 @@
+"""Recognising a file by its first bytes, and naming what it is when it is no weight file.
+
+Everything here reads at most a few KiB and never imports torch or h5py.
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+from ..errors import CorruptFileError, UnknownFormatError, message
+
+HEAD_SIZE = 4096
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+NPY_MAGIC = b"\x93NUMPY"
+LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
+SAFETENSORS_MAX_HEADER = 100_000_000
+
+# what the registry looks for, for error messages
+LOOKED_FOR = ("HDF5 (\\x89HDF)", "ZIP (PK\\x03\\x04: torch.save, TorchScript, .npz, .keras)",
+              "legacy torch.save pickle", "NumPy .npy (\\x93NUMPY)",
+              "safetensors (u64 header length + '{')", "JSON (.safetensors.index.json, Keras to_json)")
+
+
+def read_head(path: str, n: int = HEAD_SIZE) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def hdf5_offset(path: str) -> int | None:
+    """Offset of the HDF5 signature: 0, or 512, 1024, 2048, ... after a user block."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        off = 0
+        while off + 8 <= size:
+            f.seek(off)
+            if f.read(8) == HDF5_MAGIC:
+                return off
+            off = 512 if off == 0 else off * 2
+    return None
+
+
+def is_hdf5(head: bytes, path: str | None = None) -> bool:
+    if head.startswith(HDF5_MAGIC):
+        return True
+    return path is not None and len(head) >= 512 and hdf5_offset(path) is not None
+
+
+def is_zip(head: bytes) -> bool:
+    return head[:4] in ZIP_MAGICS
+
+
+def is_npy(head: bytes) -> bool:
+    return head.startswith(NPY_MAGIC)
+
+
+def is_torch_legacy(head: bytes) -> bool:
+    return head.startswith(TORCH_LEGACY_MAGIC)
+
+
+def is_safetensors(head: bytes, size: int) -> bool:
+    """8-byte little-endian header length that fits the file, then a JSON object."""
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    if n < 2 or n > SAFETENSORS_MAX_HEADER or 8 + n > size:
+        return False
+    body = head[8:8 + min(n, 64)].lstrip(b" ")
+    return body[:1] == b"{"
+
+
+def is_json(head: bytes) -> bool:
+    s = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    return s[:1] in (b"{", b"[")
+
+
+def first_bytes(head: bytes, n: int = 16) -> str:
+    """The first bytes for an error message: hex and a printable rendering."""
+    chunk = head[:n]
+    text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+    return f"{chunk.hex(' ')} ({text!r})" if chunk else "nothing (0 bytes)"
+
+
+def diagnose(head: bytes, path: str, size: int) -> None:
+    """Raise a helpful error for files that are clearly not weights at all."""
+    name = os.path.basename(path)
+    if size == 0:
+        raise CorruptFileError(message(
+            f"{name} is empty (0 bytes)",
+            expected="a weight file",
+            fix="download or copy the file again; an interrupted transfer often leaves an empty file",
+            got="0 bytes"))
+    if head.startswith(LFS_MAGIC):
+        raise UnknownFormatError(message(
+            f"{name} is a Git LFS pointer file, not the weights it points to",
+            expected="the real file content",
+            fix="run `git lfs pull` (or `git lfs fetch && git lfs checkout`) in the repository, "
+                "or download the file through its 'resolve'/raw URL",
+            got=head[:200].decode("utf-8", "replace").strip().replace("\n", " | ")))
+    low = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:512].lower()
+    if low.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in low[:256]:
+        raise UnknownFormatError(message(
+            f"{name} is an HTML page, not a weight file",
+            expected="the binary weight file",
+            fix="the download saved a web page (a login, an error or a 'view file' page); download the "
+                "raw file instead (on GitHub/Hugging Face use the 'raw'/'resolve' link, or `wget`/"
+                "`curl -L` on it)",
+            got=first_bytes(head, 32)))
+
+
+def unknown(head: bytes, path: str, *, hint: str | None = None) -> UnknownFormatError:
+    name = os.path.basename(path)
+    what = f"{name} is not a weight file weightviz recognises"
+    if head.startswith((b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")):
+        what = f"{name} is a plain Python pickle, not a torch.save file"
+        hint = hint or ("re-save the weights with torch.save(state_dict, path) or safetensors; "
+                        "weightviz does not unpickle arbitrary pickles")
+    return UnknownFormatError(message(
+        what,
+        expected="one of: " + "; ".join(LOOKED_FOR),
+        fix=hint or "check the file is complete and is a weight file; force a reader with format='...'",
+        got="first bytes " + first_bytes(head)))
