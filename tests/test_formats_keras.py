@@ -1,0 +1,370 @@
+"""Keras readers (keras_h5, keras_zip, keras_json) against files written by real Keras.
+
+Fixtures: tests/fixtures/keras_io/, made by tests/fixtures/make_keras_io_fixtures.py with
+Keras 3.15 (torch backend) -> k3_*, and tf-keras 2.21 (true Keras 2) -> k2_*.
+``<prefix>_expected.npz`` holds every top-level layer's ``get_weights()`` as ``layer__i`` and
+``<prefix>_expected.json`` the layer order and the variable names of ``layer.weights``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from weightviz.errors import CorruptFileError, UnsafeCheckpointError, WeightvizError
+from weightviz.formats import keras_h5, keras_json, keras_zip
+
+D = os.path.join(os.path.dirname(__file__), "fixtures", "keras_io")
+
+
+def fx(name):
+    return os.path.join(D, name)
+
+
+def expected(prefix):
+    with open(fx(f"{prefix}_expected.json")) as f:
+        info = json.load(f)
+    arrays = np.load(fx(f"{prefix}_expected.npz"), allow_pickle=False)
+    weights = {layer: [arrays[f"{layer}__{i}"] for i in range(len(names))]
+               for layer, names in info["weights"].items()}
+    order = [l for l in info["layers"] if l in info["weights"]]
+    return order, weights, info["weights"]
+
+
+CASES = [  # file, reader, expected prefix, read() options
+    ("k3_model.keras", keras_zip, "k3", {}),
+    ("k3_legacy.h5", keras_h5, "k3", {}),
+    ("k3_model.weights.h5", keras_h5, "k3", {}),
+    ("k3_model.weights.h5", keras_h5, "k3", {"architecture": fx("k3_model.json")}),
+    ("k2_model.h5", keras_h5, "k2", {}),
+    ("k2_weights.h5", keras_h5, "k2", {}),
+    ("k2_weights.h5", keras_h5, "k2", {"architecture": fx("k2_model.json")}),
+    ("k2_model.weights.h5", keras_h5, "k2", {"architecture": fx("k2_model.json")}),
+]
+
+
+@pytest.mark.parametrize("fname,reader,prefix,opts", CASES,
+                         ids=[f"{c[0]}{'+json' if c[3] else ''}" for c in CASES])
+def test_groups_match_keras_layer_weights(fname, reader, prefix, opts):
+    """Every top-level layer's group equals Keras's get_weights(): order, shapes, values."""
+    order, weights, _ = expected(prefix)
+    ck = reader.read(fx(fname), **opts)
+    assert list(ck.groups) == order
+    for layer in order:
+        got = ck.layer_weights(layer)
+        assert [e.shape for e in got] == [w.shape for w in weights[layer]], layer
+        for e, w in zip(got, weights[layer]):
+            assert e.dtype == "float32"
+            np.testing.assert_array_equal(e.numpy(), w)
+    assert list(ck) == [n for layer in order for n in ck.groups[layer]]
+    assert ck.num_params == sum(w.size for ws in weights.values() for w in ws)
+    assert "optimizer" not in " ".join(ck)
+
+
+@pytest.mark.parametrize("fname,opts", [
+    ("k3_model.keras", {}), ("k3_legacy.h5", {}),
+    ("k3_model.weights.h5", {"architecture": fx("k3_model.json")})])
+def test_keras3_names_are_variable_paths(fname, opts):
+    _, _, paths = expected("k3")
+    reader = keras_zip if fname.endswith(".keras") else keras_h5
+    ck = reader.read(fx(fname), **opts)
+    assert ck.groups == paths
+
+
+def test_keras2_names():
+    _, _, names = expected("k2")
+    for fname in ("k2_model.h5", "k2_weights.h5"):
+        ck = keras_h5.read(fx(fname))
+        assert ck.groups["bn"] == ["bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance"]
+        assert ck.groups["dw"] == ["dw/depthwise_kernel", "dw/bias"]
+        assert ck.groups["td"] == ["td/kernel", "td/bias"]
+        assert ck.groups["bilstm"][3] == "bilstm/backward_lstm/lstm_cell/kernel"
+        # nested Sequential: stored trainable-first as d_in/kernel:0 ...; listed per sub-layer
+        assert ck.groups["inner"] == ["inner/" + re.sub(":0$", "", n) for n in names["inner"]]
+    ck = keras_h5.read(fx("k2_model.weights.h5"), architecture=fx("k2_model.json"))
+    assert ck.groups["dw"] == ["dw/depthwise_kernel", "dw/bias"]      # Keras 2 config -> Keras 2 names
+    assert ck.groups["gru"] == ["gru/gru_cell/kernel", "gru/gru_cell/recurrent_kernel", "gru/gru_cell/bias"]
+
+
+def test_bare_weights_h5_without_config_uses_stored_names():
+    ck = keras_h5.read(fx("k2_model.weights.h5"))        # tf-keras: no name attributes
+    order, weights, _ = expected("k2")
+    assert list(ck.groups)[:3] == ["conv2d", "batch_normalization", "embedding"]
+    assert ck.groups["sequential"][0] == "sequential/dense/vars/0"
+    assert ck.metadata["naming"] == "stored names (no config)"
+    flat = [w for layer in order for w in weights[layer]]
+    assert [e.shape for e in ck.values()] == [w.shape for w in flat]
+    ck3 = keras_h5.read(fx("k3_model.weights.h5"))        # Keras >= 3.6: real names from attrs
+    assert ck3.groups["inner"][0] == "inner/d_in/vars/0"
+
+
+def test_architecture_contract():
+    for fname, reader, version, backend in [
+            ("k3_model.keras", keras_zip, "3.15.1", None), ("k3_legacy.h5", keras_h5, "3.15.1", "torch"),
+            ("k3_model.json", keras_json, None, None), ("k2_model.h5", keras_h5, "2.21.0", "tensorflow"),
+            ("k2_model.json", keras_json, "2.21.0", "tensorflow")]:
+        ck = reader.read(fx(fname))
+        a = ck.architecture
+        assert set(a) == {"class_name", "config", "keras_version", "backend"}, fname
+        assert a["class_name"] == "Functional" and a["config"]["name"] == "mixed"
+        assert a["keras_version"] == version and a["backend"] == backend
+        assert ck.metadata.get("keras_version") == version
+        assert ck.metadata["keras_major"] == int((version or "3")[0])
+        assert ck.metadata["lambda_layers"] == []
+        assert [l["config"]["name"] for l in a["config"]["layers"]][:3] == ["img", "conv", "tokens"]
+    js = keras_json.read(fx("k3_model.json"))
+    assert len(js) == 0 and js.format == "keras-json" and js.groups == {}
+
+
+def test_optimizer_weights_kept_apart():
+    ck = keras_h5.read(fx("k2_model.h5"))
+    opt = ck.extras["optimizer"]
+    assert "iteration" in opt and "m/conv/kernel" in opt
+    assert opt["m/conv/kernel"].shape == (3, 3, 3, 4)
+    assert not set(opt) & set(ck)
+    assert ck.extras["training_config"]["loss"] == "mse"
+    ck3 = keras_h5.read(fx("k3_model.weights.h5"))
+    assert ck3.extras["optimizer"] and not any(n.startswith("optimizer") for n in ck3)
+
+
+def test_lambda_recorded_weights_listed():
+    for fname, reader in (("k3_lambda.keras", keras_zip), ("k2_lambda.h5", keras_h5)):
+        ck = reader.read(fx(fname))
+        assert ck.metadata["lambda_layers"] == ["double"]
+        assert list(ck.groups) == ["d1", "d2"] and len(ck) == 4
+
+
+def test_lambda_found_at_any_depth(tmp_path):
+    lam = {"class_name": "__lambda__", "config": {"code": "AAAA", "defaults": None, "closure": None}}
+    cfg = {"class_name": "Functional", "config": {"name": "m", "layers": [
+        {"class_name": "Dense", "name": "d", "config": {"name": "d", "units": 2, "activation": lam}},
+        {"class_name": "Sequential", "name": "seq", "config": {"name": "seq", "layers": [
+            {"class_name": "TimeDistributed", "config": {"name": "td", "layer": {
+                "class_name": "Lambda", "config": {"name": "inner_lam", "function": ["4wEA", None, None],
+                                                   "function_type": "lambda"}}}}]}}]}}
+    p = tmp_path / "m.json"
+    p.write_text(json.dumps(cfg))
+    assert keras_json.read(p).metadata["lambda_layers"] == ["d", "inner_lam"]
+
+
+def _strip_name_attrs(src, dst, rename_root=False):
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        def strip(name, obj):
+            if isinstance(obj, h5py.Group) and "name" in obj.attrs:
+                del obj.attrs["name"]
+        f.visititems(strip)
+        if rename_root:
+            f.move("layers", "_layer_checkpoint_dependencies")
+
+
+@pytest.mark.parametrize("rename", [False, True], ids=["keras<3.6", "tf-keras-2.13"])
+def test_class_counter_names_mapped_with_config(tmp_path, rename):
+    dst = tmp_path / "w.weights.h5"
+    _strip_name_attrs(fx("k3_model.weights.h5"), dst, rename_root=rename)
+    _, weights, paths = expected("k3")
+    ck = keras_h5.read(dst, architecture=fx("k3_model.json"))
+    assert ck.groups == paths
+    for layer, ws in weights.items():
+        for e, w in zip(ck.layer_weights(layer), ws):
+            np.testing.assert_array_equal(e.numpy(), w)
+    if rename:
+        assert ck.metadata["layout"].endswith("tf213")
+
+
+def test_header_only_and_memory_mapped():
+    for fname, reader in (("k3_model.keras", keras_zip), ("k2_model.h5", keras_h5),
+                          ("k3_model.weights.h5", keras_h5)):
+        ck = reader.read(fx(fname))
+        assert all(e.location is not None for e in ck.values()), fname
+        assert all(e.location.path == fx(fname) for e in ck.values())
+
+
+def test_deflated_keras_zip_reads_the_same(tmp_path):
+    dst = tmp_path / "deflated.keras"
+    with zipfile.ZipFile(fx("k3_model.keras")) as src, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as out:
+        for i in src.infolist():
+            out.writestr(i.filename, src.read(i))
+    a, b = keras_zip.read(fx("k3_model.keras")), keras_zip.read(dst)
+    assert a.groups == b.groups
+    assert all(np.array_equal(a[n].numpy(), b[n].numpy()) for n in a)
+    assert all(e.location is None for e in b.values())
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members:
+            z.writestr(name, data)
+
+
+def test_zip_bomb_and_tricks_refused(tmp_path):
+    cfg = open(fx("k3_model.json"), "rb").read()
+    bomb = tmp_path / "bomb.keras"
+    _zip(bomb, [("config.json", b"{" + b" " * (3 * 2**20) + b"}")])
+    with pytest.raises(CorruptFileError, match="zip bomb"):
+        keras_zip.read(bomb)
+    import warnings
+    dup = tmp_path / "dup.keras"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _zip(dup, [("config.json", cfg), ("config.json", cfg)])
+    with pytest.raises(CorruptFileError, match="twice"):
+        keras_zip.read(dup)
+    trav = tmp_path / "trav.keras"
+    _zip(trav, [("config.json", cfg), ("../evil.h5", b"x")])
+    with pytest.raises(UnsafeCheckpointError):
+        keras_zip.read(trav)
+    nocfg = tmp_path / "nocfg.keras"
+    _zip(nocfg, [("model.weights.h5", b"x")])
+    with pytest.raises(CorruptFileError, match="config.json"):
+        keras_zip.read(nocfg)
+    only_cfg = tmp_path / "cfg.keras"
+    _zip(only_cfg, [("config.json", cfg)])
+    ck = keras_zip.read(only_cfg)
+    assert len(ck) == 0 and ck.architecture["class_name"] == "Functional"
+
+
+def _weights_only_h5(path, build):
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"dense"]
+        f.attrs["keras_version"] = b"2.15.0"
+        g = f.create_group("dense")
+        g.attrs["weight_names"] = [b"dense/kernel:0", b"dense/bias:0"]
+        g.create_dataset("dense/bias:0", data=np.zeros(2, "f4"))
+        build(f, g)
+
+
+def test_external_link_storage_and_vds_refused(tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x01" * 64)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["k"] = np.ones((3, 2), "f4")
+
+    def ext_link(f, g):
+        g["dense"]["kernel:0"] = h5py.ExternalLink(str(other), "k")
+
+    def ext_storage(f, g):
+        g["dense"].create_dataset("kernel:0", shape=(3, 2), dtype="f4", external=[(str(secret), 0, 24)])
+
+    def vds(f, g):
+        layout = h5py.VirtualLayout(shape=(3, 2), dtype="f4")
+        layout[:] = h5py.VirtualSource(str(other), "k", shape=(3, 2))
+        g["dense"].create_virtual_dataset("kernel:0", layout)
+
+    def soft(f, g):
+        f["hidden"] = np.ones((3, 2), "f4")
+        g["dense"]["kernel:0"] = h5py.SoftLink("/hidden")
+
+    def group_link(f, g):
+        del f["dense"]
+        f["dense"] = h5py.ExternalLink(str(other), "/")
+
+    for build in (ext_link, ext_storage, vds, soft, group_link):
+        p = tmp_path / f"{build.__name__}.h5"
+        _weights_only_h5(p, build)
+        with pytest.raises(UnsafeCheckpointError):
+            keras_h5.read(p)
+
+
+def test_keras1_names_chunked_attrs_and_bfloat16(tmp_path):
+    p = tmp_path / "k1.h5"
+    with h5py.File(p, "w") as f:            # Keras 1: no keras_version, names like dense_1_W
+        f.attrs["layer_names0"] = np.array([b"dense_1"])
+        f.attrs["layer_names1"] = np.array([b"dense_2"])
+        for layer in ("dense_1", "dense_2"):
+            g = f.create_group(layer)
+            g.attrs["weight_names"] = np.array([f"{layer}_W".encode(), f"{layer}_b".encode()])
+            g[f"{layer}_W"] = np.arange(6, dtype="f4").reshape(3, 2)
+            g[f"{layer}_b"] = np.zeros(2, "f4")
+    ck = keras_h5.read(p)
+    assert list(ck) == ["dense_1/W", "dense_1/b", "dense_2/W", "dense_2/b"]
+    assert ck.metadata["keras_major"] == 1
+    p = tmp_path / "bf16.weights.h5"
+    vals = np.array([1.5, -2.0, 0.25], "f4")
+    with h5py.File(p, "w") as f:
+        v = f.create_group("layers/dense/vars")
+        v.attrs["name"] = "d"
+        ds = v.create_dataset("0", data=(vals.view("<u4") >> 16).astype("<u2").view("V2"))
+        ds.attrs["dtype"] = "bfloat16"
+    ck = keras_h5.read(p)
+    assert ck["d/vars/0"].dtype == "bfloat16"
+    np.testing.assert_array_equal(ck["d/vars/0"].numpy(), vals)
+
+
+def test_not_keras_and_broken_files(tmp_path):
+    p = tmp_path / "plain.h5"
+    with h5py.File(p, "w") as f:
+        f["x"] = np.ones(3)
+    assert not keras_h5.sniff(open(p, "rb").read(64), str(p))
+    with pytest.raises(CorruptFileError, match="not a Keras one"):
+        keras_h5.read(p)
+    empty = tmp_path / "empty.h5"
+    empty.write_bytes(b"")
+    with pytest.raises(CorruptFileError):
+        keras_h5.read(empty)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"class_name": "Sequential", "config": ')
+    with pytest.raises(CorruptFileError, match="not valid JSON"):
+        keras_json.read(bad)
+    bad.write_text('[1, 2]')
+    with pytest.raises(CorruptFileError, match="not a Keras model config"):
+        keras_json.read(bad)
+
+
+def test_sniff():
+    heads = {n: open(fx(n), "rb").read(4096) for n in os.listdir(D)}
+    for n, head in heads.items():
+        assert keras_h5.sniff(head, fx(n)) == n.endswith(".h5"), n
+        assert keras_zip.sniff(head, fx(n)) == n.endswith(".keras"), n
+        assert keras_json.sniff(head, fx(n)) == n.endswith("model.json"), n
+
+
+def test_registry_front_door():
+    formats = pytest.importorskip("weightviz.formats")
+    if not hasattr(formats, "open_checkpoint"):
+        pytest.skip("registry not there yet")
+    import weightviz
+    for fname, fmt in (("k3_model.keras", "keras"), ("k2_model.h5", "keras-h5"),
+                       ("k3_model.weights.h5", "keras-h5"), ("k2_model.json", "keras-json")):
+        ck = weightviz.open(fx(fname))
+        assert ck.format == fmt, fname
+    assert list(weightviz.open(fx("k2_model.h5")).groups["inner"]) == \
+        list(keras_h5.read(fx("k2_model.h5")).groups["inner"])
+
+
+FUZZ = ["k3_model.keras", "k2_model.h5", "k3_model.weights.h5", "k3_model.json"]
+READERS = {".keras": keras_zip, ".h5": keras_h5, ".json": keras_json}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.sampled_from(FUZZ), cut=st.floats(0, 1), flips=st.lists(
+    st.tuples(st.floats(0, 1), st.integers(0, 7)), max_size=4), truncate=st.booleans())
+def test_truncated_or_flipped_files_raise_weightviz_errors(which, cut, flips, truncate):
+    data = bytearray(open(fx(which), "rb").read())
+    if truncate:
+        data = data[:int(len(data) * cut)]
+    for pos, bit in flips:
+        if data:
+            data[min(int(pos * len(data)), len(data) - 1)] ^= 1 << bit
+    reader = READERS[os.path.splitext(which)[1]]
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, which)
+        with open(p, "wb") as f:
+            f.write(bytes(data))
+        try:
+            ck = reader.read(p)
+            for e in ck.values():
+                e.numpy()
+        except WeightvizError:
+            pass

@@ -1,0 +1,434 @@
+"""Keras HDF5 files: Keras 1/2/tf.keras and Keras 3 legacy ``.h5`` (full model or
+weights only) and the Keras 3 / tf-keras ``.weights.h5`` store.
+
+Tensor names are ``layer/weight`` with the real layer names; ``Checkpoint.groups`` maps
+each top-level layer to its tensors in Keras's ``layer.weights`` order.
+
+* Legacy ``.h5``: the stored weight name with its ``:0`` dropped; prefixed with the layer
+  group when it does not start with it (``d_in/kernel:0`` in group ``inner`` becomes
+  ``inner/d_in/kernel``); an outer-model prefix before ``<layer>/`` is dropped; Keras 1's
+  ``dense_1_W`` becomes ``dense_1/W``. A group's weights are stored trainable-first; they are
+  regrouped per sub-layer (sub-models in config order, else first appearance), which is
+  ``layer.weights`` order.
+* ``.weights.h5``: Keras 3 ``Variable.path`` rebuilt from the real names (the ``vars`` group's
+  ``name`` attribute, else the class-counter walk over the config), with each ``vars/i``
+  named by the layer class (``kernel``, ``bias``, ...) where the config determines it, else
+  ``vars/i``. Without a config and without ``name`` attributes the stored group names
+  (``dense_1``) stand in for the layer names.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from ..checkpoint import Checkpoint
+from ..errors import CorruptFileError, WeightvizError, message
+from . import keras_common as kc
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MAX_NAMES = 200_000
+V3_ROOTS = ("layers", "_layer_checkpoint_dependencies")
+
+
+def _magic_at(head: bytes) -> bool:
+    off = 0
+    while off + 8 <= len(head):
+        if head[off:off + 8] == HDF5_MAGIC:
+            return True
+        off = 512 if off == 0 else off * 2
+    return False
+
+
+def sniff(head: bytes, path: str) -> bool:
+    if not _magic_at(head):
+        return False
+    try:
+        import h5py
+        with h5py.File(path, "r", locking=False) as f:
+            return layout(f) is not None
+    except Exception:  # noqa: BLE001 - a sniff never raises
+        return False
+
+
+def layout(f) -> str | None:
+    """Which Keras layout an open HDF5 file holds, or None."""
+    attrs = f.attrs
+    if "model_config" in attrs:
+        return "full"
+    if "layer_names" in attrs or "layer_names0" in attrs:
+        return "weights"
+    import h5py
+    mw = f.get("model_weights", getlink=True)
+    if isinstance(mw, h5py.HardLink) and "layer_names" in f["model_weights"].attrs:
+        return "full"
+    if any(f.get(k, getlink=True) is not None for k in V3_ROOTS):
+        return "v3"
+    return None
+
+
+def opener_for(path):
+    def opener():
+        import h5py
+        return h5py.File(path, "r", locking=False)
+    return opener
+
+
+def read(path, *, architecture=None, **options) -> Checkpoint:
+    """Open a Keras HDF5 file lazily. ``architecture=`` (a config dict or a JSON path)
+    supplies the model config for a weights-only file."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    return read_store(opener_for(path), path, file_size=size, mmap_path=path,
+                      architecture=architecture, fmt="keras-h5")
+
+
+def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
+               architecture=None, fmt="keras-h5", metadata=None) -> Checkpoint:
+    """Shared by ``keras_h5`` and ``keras_zip`` (the ``model.weights.h5`` member)."""
+    arch = _arch_option(architecture, path)
+    try:
+        f = opener()
+    except Exception as e:  # noqa: BLE001
+        raise kc.corrupt("cannot open the HDF5 file", path, e,
+                         expected="a complete HDF5 file written by Keras") from None
+    kw = dict(path=path, opener=opener, file_size=file_size, mmap_path=mmap_path,
+              base_offset=base_offset, limit=file_size)
+    try:
+        with f:
+            kind = layout(f)
+            if kind in ("full", "weights"):
+                ck = _read_legacy(f, kind, arch, kw)
+            elif kind == "v3":
+                ck = _read_v3(f, arch, kw)
+            else:
+                raise CorruptFileError(message(
+                    f"{path} is an HDF5 file but not a Keras one",
+                    expected="model_config / layer_names root attributes or a layers/ group",
+                    fix="open it with format='hdf5' to list its datasets",
+                    got=f"root keys {sorted(f.keys())[:10]}"))
+    except WeightvizError:
+        raise
+    except Exception as e:  # noqa: BLE001 - never let raw h5py errors escape
+        raise kc.corrupt("cannot read the Keras HDF5 structure", path, e) from None
+    ck.format = fmt
+    if metadata:
+        ck.metadata.update({k: v for k, v in metadata.items() if v is not None and k not in ck.metadata})
+    return ck
+
+
+def _arch_option(architecture, path):
+    if architecture is None:
+        return None
+    if isinstance(architecture, dict):
+        if {"class_name", "config"} <= set(architecture):
+            return kc.normalise(architecture, path=path)
+        raise CorruptFileError(message("architecture= is not a Keras config",
+                                       expected='a dict with "class_name" and "config"'))
+    from . import keras_json
+    return keras_json.read(architecture).architecture
+
+
+def _meta(arch, raw, kind, *, legacy_h5=False, keras_version=None, backend=None) -> dict:
+    kv = (arch or {}).get("keras_version") or keras_version
+    be = (arch or {}).get("backend") or backend
+    meta = {"layout": kind, "keras_version": kv, "backend": be,
+            "keras_major": kc.keras_major(raw, kv, legacy_h5=legacy_h5)}
+    if arch is not None:
+        meta["model_name"] = (arch["config"].get("name") if isinstance(arch["config"], dict) else None)
+        meta["lambda_layers"] = kc.find_lambdas(arch)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- legacy .h5
+
+def _names_attr(group, name, path) -> list[str]:
+    attrs = group.attrs
+    if name in attrs:
+        vals = attrs[name]
+    else:
+        vals, i = [], 0
+        while f"{name}{i}" in attrs and i < 10_000:
+            vals.extend(list(attrs[f"{name}{i}"]))
+            i += 1
+    try:
+        out = [kc.text(v) for v in vals.tolist()] if hasattr(vals, "tolist") else [kc.text(v) for v in vals]
+    except TypeError:
+        out = [kc.text(vals)]
+    if len(out) > MAX_NAMES:
+        raise kc.corrupt(f"the {name} attribute lists {len(out)} entries", path,
+                         expected=f"at most {MAX_NAMES}")
+    return [v for v in out if isinstance(v, str)]
+
+
+def tensor_name(group: str, weight: str) -> str:
+    w = re.sub(r":\d+$", "", weight)
+    if w.startswith(group + "/"):
+        return w
+    cut = w.find("/" + group + "/")
+    if cut >= 0:
+        return w[cut + 1:]
+    if "/" not in w and w.startswith(group + "_") and len(w) > len(group) + 1:
+        return f"{group}/{w[len(group) + 1:]}"
+    return f"{group}/{w}"
+
+
+def regroup(names: list[str], prefix: str, entry: dict | None) -> list[str]:
+    """Order a layer's tensor names as ``layer.weights``: per sub-layer (sub-models in
+    config order, otherwise by first appearance), recursively; leaves keep their order."""
+    buckets: dict[str, list[str]] = {}
+    leaves: list[str] = []
+    for n in names:
+        rest = n[len(prefix) + 1:] if n.startswith(prefix + "/") else None
+        if rest is None or "/" not in rest:
+            leaves.append(n)
+        else:
+            buckets.setdefault(rest.split("/", 1)[0], []).append(n)
+    if not buckets:
+        return names
+    subs = {kc.entry_name(e): e for e in kc.layer_entries(entry)} if kc.is_model(entry) else {}
+    keys = list(buckets)
+    if subs:
+        rank = {k: i for i, k in enumerate(subs)}
+        keys.sort(key=lambda k: rank.get(k, len(rank)))
+    out = list(leaves)
+    for k in keys:
+        out += regroup(buckets[k], f"{prefix}/{k}", subs.get(k))
+    return out
+
+
+def _read_legacy(f, kind, arch, kw) -> Checkpoint:
+    path = kw["path"]
+    raw = None
+    if kind == "full" and "model_config" in f.attrs:
+        raw = kc.load_json(kc.text(f.attrs["model_config"]).encode(), what="model_config", path=path)
+        arch = kc.normalise(raw, path=path, what="model_config",
+                            keras_version=_attr(f, "keras_version"), backend=_attr(f, "backend"))
+    wroot_path = "model_weights" if kind == "full" else ""
+    wroot = kc.safe_get(f, wroot_path, path=path) if wroot_path else f
+    layer_names = _names_attr(wroot, "layer_names", path)
+    entries_by_name = {kc.entry_name(e): e for e in kc.layer_entries(arch)} if arch else {}
+    entries, groups = {}, {}
+    for layer in layer_names + ["top_level_model_weights"]:
+        if layer == "top_level_model_weights" and wroot.get(layer, getlink=True) is None:
+            continue
+        g = kc.safe_get(wroot, layer, path=path)
+        names, dsets = [], {}
+        for w in _names_attr(g, "weight_names", path):
+            n = tensor_name(layer, w)
+            if n in entries or n in dsets:
+                n = f"{layer}/{w}"
+                k = 1
+                while n in entries or n in dsets:
+                    n, k = f"{layer}/{w}#{k}", k + 1
+            where = f"{wroot_path}/{layer}/{w}".lstrip("/")
+            ds = kc.safe_get(f, where, path=path)
+            dsets[n] = kc.dataset_entry(n, ds, where, **kw)
+            names.append(n)
+        names = regroup(names, layer, entries_by_name.get(layer))
+        for n in names:
+            entries[n] = dsets[n]
+        if names:
+            groups[layer] = names
+    extras = {}
+    if kind == "full" and f.get("optimizer_weights", getlink=True) is not None:
+        og = kc.safe_get(f, "optimizer_weights", path=path)
+        extras["optimizer"] = {}
+        for w in _names_attr(og, "weight_names", path):
+            where = f"optimizer_weights/{w}"
+            n = re.sub(r":\d+$", "", w)
+            extras["optimizer"][n] = kc.dataset_entry(n, kc.safe_get(f, where, path=path), where, **kw)
+    if "training_config" in f.attrs:
+        try:
+            extras["training_config"] = kc.load_json(kc.text(f.attrs["training_config"]).encode(),
+                                                     what="training_config", path=path)
+        except CorruptFileError:
+            extras["training_config"] = None
+    kv = _attr(wroot, "keras_version") or _attr(f, "keras_version")
+    meta = _meta(arch, raw, "keras-h5-full" if kind == "full" else "keras-h5-weights", legacy_h5=True,
+                 keras_version=kv, backend=_attr(wroot, "backend") or _attr(f, "backend"))
+    return Checkpoint(entries, "keras-h5", path, arch, meta, extras, groups)
+
+
+def _attr(obj, name):
+    v = obj.attrs.get(name)
+    return kc.text(v) if v is not None else None
+
+
+# --------------------------------------------------------------------------- .weights.h5
+
+def _children(g, path):
+    """Sub-groups of an HDF5 group (hard links only), excluding ``vars``."""
+    import h5py
+    out = []
+    for k in g:
+        link = g.get(k, getlink=True)
+        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+            kc.safe_get(g, k, path=path)  # raises the house error
+        if k != "vars" and isinstance(g.get(k), h5py.Group):
+            out.append(k)
+    return out
+
+
+def _real_name(g, path):
+    v = g.get("vars", getlink=True)
+    if v is not None:
+        name = kc.safe_get(g, "vars", path=path).attrs.get("name")
+        if name is not None:
+            return kc.text(name)
+    return None
+
+
+def _file_order(g):
+    """Where a group's objects sit in the file: the largest address of the group, its
+    ``vars`` group and first variable (HDF5 reuses freed space, so one address alone can
+    be out of creation order). Used to order groups only when no config tells."""
+    import h5py
+    keys = [kc.node_key(g)]
+    v = g.get("vars", getlink=True)
+    if isinstance(v, h5py.HardLink):
+        keys.append(kc.node_key(g["vars"]))
+        first = g["vars"].get("0", getlink=True)
+        if isinstance(first, h5py.HardLink):
+            keys.append(kc.node_key(g["vars"]["0"]))
+    return max(keys)
+
+
+def _vars(g, path):
+    if g.get("vars", getlink=True) is None:
+        return None, []
+    vg = kc.safe_get(g, "vars", path=path)
+    keys = list(vg)
+    keys.sort(key=lambda k: (0, int(k)) if k.isdigit() else (1, k))
+    return vg, keys
+
+
+class _Walk:
+    def __init__(self, f, kw, major):
+        self.f, self.kw, self.path, self.major = f, kw, kw["path"], major
+        self.seen: set[int] = set()
+
+    def layer(self, g, where, real, entry, depth, out):
+        """Append (name, TensorEntry) for group ``g`` (a layer) in ``layer.weights`` order."""
+        if depth > kc.MAX_DEPTH or len(self.seen) > kc.MAX_NODES:
+            raise kc.corrupt("the weights tree is too deep or too large", self.path,
+                             expected=f"at most {kc.MAX_DEPTH} levels")
+        key = kc.node_key(g)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        vg, keys = _vars(g, self.path)
+        wnames = kc.own_weight_names(entry, self.major)
+        if wnames is not None and len(wnames) != len(keys):
+            wnames = None
+        for i, k in enumerate(keys):
+            n = f"{real}/{wnames[i]}" if wnames else f"{real}/vars/{k}"
+            w = f"{where}/vars/{k}"
+            out.append((n, kc.dataset_entry(n, kc.safe_get(self.f, w, path=self.path), w, **self.kw)))
+        for child, centry, cname in self.children(g, entry):
+            self.layer(g[child], f"{where}/{child}", f"{real}/{cname}", centry, depth + 1, out)
+
+    def children(self, g, entry):
+        kids = _children(g, self.path)
+        cls = (entry or {}).get("class_name")
+        ordered = []
+        if "layers" in kids and (entry is None or kc.is_model(entry)):
+            lg = kc.safe_get(g, "layers", path=self.path)
+            for sub, sentry, sname in self.layer_list(lg, kc.layer_entries(entry) if entry else None):
+                ordered.append((f"layers/{sub}", sentry, sname))
+            kids.remove("layers")
+        if cls == "Bidirectional" or {"forward_layer", "backward_layer"} <= set(kids):
+            inner = kc.wrapped(entry)
+            iname = (kc.entry_name(inner) or "") if inner else None
+            back = kc.wrapped(entry, "backward_layer")
+            bname = (kc.entry_name(back) or "").removeprefix("backward_") if back else None
+            base = (iname or "").removeprefix("forward_")
+            for k, e, default in (("forward_layer", inner, f"forward_{base}"),
+                                  ("backward_layer", back or inner, f"backward_{bname or base}")):
+                if k in kids:
+                    kids.remove(k)
+                    ordered.append((k, e, _real_name(g[k], self.path) or (default if iname else k)))
+        for k in ("cell", "layer"):
+            if k in kids:
+                kids.remove(k)
+                e = kc.wrapped(entry, k) or (entry if k == "cell" else None)
+                default = kc.cell_name(entry) if k == "cell" else (kc.entry_name(e) if e else None)
+                ordered.append((k, e, _real_name(g[k], self.path) or default or k))
+        for k in sorted(kids, key=lambda k: _file_order(g[k])):
+            ordered.append((k, None, _real_name(g[k], self.path) or k))
+        return ordered
+
+    def layer_list(self, lg, entries):
+        """(group, config entry, real name) for a ``layers`` group, in model.layers order."""
+        groups = _children(lg, self.path)
+        by_real = {}
+        for k in groups:
+            r = _real_name(lg[k], self.path)
+            if r is not None:
+                by_real[r] = k
+        if entries is None:
+            return [(k, None, _real_name(lg[k], self.path) or k)
+                    for k in sorted(groups, key=lambda k: _file_order(lg[k]))]
+        out, used = [], set()
+        for e, counter in zip(entries, kc.counter_names(entries)):
+            name = kc.entry_name(e) or counter
+            k = by_real.get(name) if by_real else (counter if counter in groups else None)
+            if k is not None:
+                out.append((k, e, name))
+                used.add(k)
+        for k in sorted(set(groups) - used, key=lambda k: _file_order(lg[k])):
+            out.append((k, None, _real_name(lg[k], self.path) or k))
+        return out
+
+
+def _read_v3(f, arch, kw) -> Checkpoint:
+    path = kw["path"]
+    major = kc.keras_major(None, arch.get("keras_version") if arch else None) or 3
+    walk = _Walk(f, kw, major)
+    entries, groups = {}, {}
+    root = next(k for k in V3_ROOTS if f.get(k, getlink=True) is not None)
+    lg = kc.safe_get(f, root, path=path)
+    tops = kc.layer_entries(arch) if arch else None
+    if arch is not None and not tops and not kc.is_model(arch):
+        tops = None
+    for sub, entry, real in walk.layer_list(lg, tops):
+        out: list = []
+        walk.layer(lg[sub], f"{root}/{sub}", real, entry, 1, out)
+        _add(entries, groups, real, out)
+    for k in _children(f, path):
+        if k in V3_ROOTS or k in ("optimizer", "metrics"):
+            continue
+        out = []
+        walk.layer(f[k], k, _real_name(f[k], path) or k, None, 1, out)
+        _add(entries, groups, _real_name(f[k], path) or k, out)
+    vg, keys = _vars(f, path)
+    if keys:
+        model = (vg.attrs.get("name") and kc.text(vg.attrs["name"])) or "model"
+        out = [(f"{model}/vars/{k}", kc.dataset_entry(f"{model}/vars/{k}", kc.safe_get(vg, k, path=path),
+                                                     f"vars/{k}", **kw))
+               for k in keys]
+        _add(entries, groups, model, out)
+    extras = {}
+    if f.get("optimizer", getlink=True) is not None:
+        out = []
+        walk.layer(kc.safe_get(f, "optimizer", path=path), "optimizer", "optimizer", None, 1, out)
+        extras["optimizer"] = dict(out)
+    layout_name = "keras-weights-h5" + ("-tf213" if root != "layers" else "")
+    meta = _meta(arch, None, layout_name, keras_version=None)
+    if arch is None:
+        meta["naming"] = "stored names (no config)" if not any(
+            _real_name(lg[k], path) for k in _children(lg, path)) else "vars name attributes"
+    return Checkpoint(entries, "keras-h5", path, arch, meta, extras, groups)
+
+
+def _add(entries, groups, real, out):
+    names = []
+    for n, e in out:
+        base, k = n, 1
+        while n in entries:
+            n, k = f"{base}#{k}", k + 1
+        if n != e.name:
+            e.name = n
+        entries[n] = e
+        names.append(n)
+    if names:
+        groups.setdefault(real, []).extend(names)
