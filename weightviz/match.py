@@ -1,0 +1,428 @@
+"""check()/load(): compare a checkpoint with a model, report, and load what safely fits.
+
+Names are matched in this order, each step only among names still unmatched:
+
+1. exact names;
+2. ``rename=`` (a ``{checkpoint name: model name}`` mapping or a callable);
+3. wrapper segments: ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile) and
+   ``_fsdp_wrapped_module.`` (FSDP), on either side, wherever they sit in the name;
+4. a leading ``model.`` (Lightning and other wrappers), on either side;
+5. any other leading prefix that turns at least two names into model names
+   with identical shapes (``backbone.``, ``net.`` ...), on either side;
+6. (suggested only, applied with ``guess=True``) the remaining names paired in
+   order when both sides' remaining shapes agree one for one.
+
+Headers are compared without reading data; data is read, one tensor at a time,
+only for the NaN/Inf scan, for the precision a cast would lose, and for loading.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Mapping
+
+import numpy as np
+
+from . import dtypes
+from .checkpoint import Checkpoint, TensorEntry
+from .errors import MismatchError, WeightvizError, capped, message
+from .report import Report, Row, Status, verdict
+
+WRAPPERS = {"module": "DataParallel/DDP", "_orig_mod": "torch.compile",
+            "_fsdp_wrapped_module": "FSDP"}
+LEADING = {"model": "a wrapper attribute such as Lightning's"}
+# containers unwrapped from in-memory dicts, in the order timm and friends try them
+CONTAINERS = ("model_state_dict", "state_dict", "model", "net", "module", "model_ema",
+              "state_dict_ema")
+_CHUNK = 1 << 22
+
+
+# -- sources and models ---------------------------------------------------------------
+def as_checkpoint(source) -> tuple[Checkpoint, list[str]]:
+    """A Checkpoint from a path, a Checkpoint, a state dict or an nn.Module, plus the
+    unwrapping done (for the report)."""
+    if isinstance(source, Checkpoint):
+        return source, _kept_apart(source.extras)
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        from .formats import open_checkpoint
+        ckpt = open_checkpoint(source)
+        return ckpt, _kept_apart(ckpt.extras)
+    if hasattr(source, "state_dict") and callable(source.state_dict) and not isinstance(source, Mapping):
+        source = source.state_dict()
+    if not isinstance(source, Mapping):
+        raise WeightvizError(message(
+            f"cannot compare against a {type(source).__name__}",
+            expected="a file path, a weightviz Checkpoint, a state dict or an nn.Module",
+            fix="pass the checkpoint's path or its state dict", got=type(source).__name__))
+    fixes = []
+    for _ in range(3):  # {'model': {'state_dict': ...}} at most a few levels deep
+        if source and all(_is_tensor(v) for v in source.values()):
+            break
+        key = next((k for k in CONTAINERS if isinstance(source.get(k), Mapping)
+                    and any(_is_tensor(v) for v in source[k].values())), None)
+        if key is None:
+            break
+        others = sorted(str(k) for k in source if k != key)
+        fixes.append(f"unwrapped {key!r}" + (f" (kept apart: {capped(others)})" if others else ""))
+        source = source[key]
+    entries, extras = {}, {}
+    for k, v in source.items():
+        if _is_tensor(v):
+            entries[str(k)] = _entry(str(k), v)
+        else:
+            extras[str(k)] = v
+    if extras:
+        fixes.append(f"kept apart non-tensor entries: {capped(sorted(extras))}")
+    return Checkpoint(entries, format="state dict", extras=extras), fixes
+
+
+def _kept_apart(extras: dict) -> list[str]:
+    return [f"kept apart: {capped(sorted(map(str, extras)))}"] if extras else []
+
+
+def _is_tensor(v) -> bool:
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind in "biufc"
+    return type(v).__module__.startswith("torch") and hasattr(v, "dtype") and hasattr(v, "shape")
+
+
+def _entry(name: str, v) -> TensorEntry:
+    dt = dtypes.from_numpy(v.dtype) if isinstance(v, np.ndarray) else dtypes.from_torch(v.dtype)
+    return TensorEntry(name, tuple(v.shape), dt, loader=lambda v=v: v)
+
+
+def resolve_model(model, kwargs: dict | None):
+    """The nn.Module itself, or one built from an import path "pkg.module:Class"."""
+    if isinstance(model, str):
+        from .build import from_import_path
+        return from_import_path(model, kwargs or {})
+    if kwargs:
+        raise WeightvizError(message("kwargs= was given with a model object",
+                                     fix='pass kwargs only with an import path "pkg.module:Class"'))
+    if not (hasattr(model, "state_dict") and hasattr(model, "load_state_dict")):
+        raise WeightvizError(message(
+            f"cannot check against a {type(model).__name__}", expected="a torch.nn.Module or "
+            'an import path "pkg.module:Class"', got=repr(model)[:80]))
+    return model
+
+
+# -- matching -------------------------------------------------------------------------
+def _strip(name: str, segments) -> str:
+    """The name without wrapper segments (the last segment, the tensor's own, is kept)."""
+    parts = name.split(".")
+    return ".".join([p for p in parts[:-1] if p not in segments] + parts[-1:])
+
+
+def _rule_label(ckpt: str, model: str, extra: str | None = None) -> str:
+    cp, mp = ckpt.split(".")[:-1], model.split(".")[:-1]
+    out = []
+    for seg, why in {**WRAPPERS, **LEADING}.items():
+        d = cp.count(seg) - mp.count(seg)
+        if d > 0:
+            out.append(f"strip '{seg}.' ({why})")
+        elif d < 0:
+            out.append(f"add '{seg}.' (the model is wrapped: {why})")
+    if extra:
+        out.append(extra)
+    return " + ".join(out) or "rename"
+
+
+def _pair_by(key_c: Callable, key_m: Callable, free_c: list, free_m: list) -> dict[str, str]:
+    """ckpt -> model pairs whose keys agree uniquely on both sides."""
+    kc: dict[str, list] = {}
+    for c in free_c:
+        kc.setdefault(key_c(c), []).append(c)
+    km: dict[str, list] = {}
+    for m in free_m:
+        km.setdefault(key_m(m), []).append(m)
+    return {cs[0]: km[k][0] for k, cs in kc.items()
+            if len(cs) == 1 and len(km.get(k, ())) == 1 and cs[0] != km[k][0]}
+
+
+def match_names(ckpt_names: list[str], model_names: list[str], ckpt_shapes: dict,
+                model_shapes: dict, rename=None) -> tuple[dict[str, str], dict[str, str]]:
+    """ckpt -> model pairs (exact ones included) and ckpt -> rule labels for the renamed."""
+    mset = set(model_names)
+    pairs = {c: c for c in ckpt_names if c in mset}
+    rules: dict[str, str] = {}
+
+    def free():
+        used = set(pairs.values())
+        return [c for c in ckpt_names if c not in pairs], [m for m in model_names if m not in used]
+
+    if rename is not None:
+        fc, fm = free()
+        fmset = set(fm)
+        for c in fc:
+            target = rename(c) if callable(rename) else rename.get(c)
+            if target in fmset and target not in pairs.values():
+                pairs[c], rules[c] = target, "rename="
+    wrap = set(WRAPPERS)
+    steps = [
+        (lambda n: _strip(n, wrap), lambda n: _strip(n, wrap), None),
+        (lambda n: _lead(_strip(n, wrap), "model."), lambda n: _strip(n, wrap), None),
+        (lambda n: _strip(n, wrap), lambda n: _lead(_strip(n, wrap), "model."), None),
+    ]
+    for kc, km, extra in steps:
+        fc, fm = free()
+        for c, m in _pair_by(kc, km, fc, fm).items():
+            pairs[c], rules[c] = m, _rule_label(c, m, extra)
+    # any other leading prefix, with shapes as evidence
+    for side in ("ckpt", "model"):
+        fc, fm = free()
+        src = fc if side == "ckpt" else fm
+        prefixes = sorted({n.split(".", 1)[0] + "." for n in src if "." in n})
+        for p in prefixes:
+            fc, fm = free()
+            if side == "ckpt":
+                found = _pair_by(lambda n: _lead(n, p), lambda n: n, [c for c in fc if c.startswith(p)], fm)
+            else:
+                found = _pair_by(lambda n: n, lambda n: _lead(n, p), fc, [m for m in fm if m.startswith(p)])
+            if len(found) >= 2 and all(ckpt_shapes[c] == model_shapes[m] for c, m in found.items()):
+                why = (f"strip '{p}' (a leading prefix found by matching names)" if side == "ckpt"
+                       else f"add '{p}' (the model's names carry it)")
+                for c, m in found.items():
+                    pairs[c], rules[c] = m, why
+    return pairs, rules
+
+
+def _lead(name: str, prefix: str) -> str:
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def shape_order_guess(fc: list[str], fm: list[str], cshape: dict, mshape: dict) -> dict[str, str]:
+    """Unmatched names paired in order when the two shape sequences agree one for one."""
+    if not fc or len(fc) != len(fm):
+        return {}
+    for c, m in zip(fc, fm):
+        a, b = cshape[c], mshape[m]
+        if a != b and not (len(a) == 2 and a == b[::-1]):
+            return {}
+    return dict(zip(fc, fm))
+
+
+# -- data checks ----------------------------------------------------------------------
+def non_finite(entry: TensorEntry) -> tuple[int, int]:
+    """(NaN count, Inf count) of a floating tensor, streamed in chunks."""
+    if not (dtypes.is_float(entry.dtype) or dtypes.is_complex(entry.dtype)) or entry.numel == 0:
+        return 0, 0
+    if entry.dtype in ("float16", "float32", "float64") or dtypes.is_complex(entry.dtype):
+        flat = np.ravel(entry.raw(), order="K")
+        nan = inf = 0
+        for i in range(0, flat.size, _CHUNK):
+            part = flat[i:i + _CHUNK]
+            nan += int(np.isnan(part).sum())
+            inf += int(np.isinf(part).sum())
+        return nan, inf
+    t = entry.torch().float()
+    return int(t.isnan().sum()), int(t.isinf().sum())
+
+
+_WIDER = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"),
+          "float32": ("float64",), "int8": ("int16", "int32", "int64", "float16", "float32", "float64"),
+          "uint8": ("int16", "int32", "int64", "float16", "float32", "float64"),
+          "int16": ("int32", "int64", "float32", "float64"), "int32": ("int64", "float64")}
+
+
+def cast_loss(entry: TensorEntry, target: str, read: bool = True) -> tuple[bool | None, float | None]:
+    """(lossless?, max abs error) of casting the entry to ``target``; (None, None) unread."""
+    if entry.dtype == "bool" or target in _WIDER.get(entry.dtype, ()) or (
+            entry.dtype.startswith("float8") and target in ("float32", "float64")):
+        return True, 0.0
+    if not read:
+        return None, None
+    import torch
+    t = entry.torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = t.to(dtypes.to_torch(target)).to(t.dtype)
+    wide = torch.complex128 if t.is_complex() else torch.float64
+    a, b = t.to(wide), back.to(wide)
+    same = (a == b) | (a.isnan() & b.isnan())
+    diff = (a - b).abs().to(torch.float64)
+    diff = torch.where(same, torch.zeros_like(diff), diff.nan_to_num(nan=float("inf")))
+    err = float(diff.max()) if diff.numel() else 0.0
+    return err == 0.0, err
+
+
+# -- the comparison -------------------------------------------------------------------
+def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: bool = False,
+            fixes: list[str] = ()) -> tuple[list[Row], dict, list[str], list[str]]:
+    """Rows in model order (unexpected after), the ckpt->model pairs, fixes, suggestions."""
+    msd = model.state_dict()
+    mshape = {k: tuple(v.shape) for k, v in msd.items()}
+    mdtype = {k: dtypes.from_torch(v.dtype) for k, v in msd.items()}
+    cnames, mnames = list(ckpt), list(msd)
+    cshape = {k: ckpt[k].shape for k in cnames}
+    pairs, rules = match_names(cnames, mnames, cshape, mshape, rename)
+    used = set(pairs.values())
+    fc, fm = [c for c in cnames if c not in pairs], [m for m in mnames if m not in used]
+    guessed = shape_order_guess(fc, fm, cshape, mshape)
+    suggestions = []
+    if guess:
+        for c, m in guessed.items():
+            pairs[c], rules[c] = m, "paired by shape order (guess=True)"
+    elif guessed:
+        suggestions.append(f"{len(guessed)} unmatched names pair up by identical shapes in the same "
+                           f"order: load with guess=True or rename=report.rename_map()")
+    fixes = list(fixes)
+    by_rule: dict[str, int] = {}
+    for c, r in rules.items():
+        by_rule[r] = by_rule.get(r, 0) + 1
+    fixes += [f"{r}: {n} name{'s' if n > 1 else ''}" for r, n in by_rule.items()]
+    inv = {m: c for c, m in pairs.items()}
+    rows = []
+    for i, m in enumerate(mnames):
+        c = inv.get(m)
+        if c is None:
+            sug = next((k for k, v in guessed.items() if v == m), None) if not guess else None
+            harmless = m.endswith("num_batches_tracked") and mshape[m] == ()
+            note = ("not in the checkpoint" + ("; harmless: a BatchNorm step counter, kept as it is"
+                                               if harmless else "")
+                    + (f"; pairs with {sug!r} by shape order" if sug else ""))
+            rows.append(Row(m, Status.MISSING, model_shape=mshape[m], model_dtype=mdtype[m], note=note,
+                            suggestion=sug, order=i, fits=harmless))
+            continue
+        rows.append(_matched_row(m, c, ckpt[c], mshape[m], mdtype[m], rules.get(c), data, i))
+    for j, c in enumerate(cnames):
+        if c in pairs:
+            continue
+        e = ckpt[c]
+        sug = guessed.get(c) if not guess else None
+        rows.append(Row(c, Status.UNEXPECTED, ckpt_name=c, ckpt_shape=e.shape, ckpt_dtype=e.dtype,
+                        note="not in the model" + (f"; pairs with {sug!r} by shape order" if sug else ""),
+                        suggestion=sug, order=len(mnames) + j))
+    casts: dict[str, int] = {}
+    for r in rows:
+        if r.status == "dtype_mismatch" and r.lossless:
+            k = f"lossless cast {r.ckpt_dtype} → {r.model_dtype}"
+            casts[k] = casts.get(k, 0) + 1
+    fixes += [f"{k}: {n} tensor{'s' if n > 1 else ''}" for k, n in casts.items()]
+    n_t = sum(r.status == "transposed" for r in rows)
+    if n_t:
+        suggestions.append(f"{n_t} tensor{'s are' if n_t > 1 else ' is'} stored transposed: load with transpose=True")
+    lossy = sum(r.status == "dtype_mismatch" and not r.lossless for r in rows)
+    if lossy:
+        suggestions.append(f"{lossy} tensor{'s need' if lossy > 1 else ' needs'} a lossy cast: load with cast=True")
+    return rows, pairs, fixes, suggestions
+
+
+def _matched_row(m, c, e: TensorEntry, ms, md, rule, data, order) -> Row:
+    row = Row(m, Status.RENAMED if rule else Status.OK, ckpt_name=c, ckpt_shape=e.shape,
+              ckpt_dtype=e.dtype, model_shape=ms, model_dtype=md, rule=rule, order=order,
+              note=f"rule: {rule}" if rule else "")
+    notes = [row.note] if row.note else []
+    if e.shape != ms:
+        if len(ms) == 2 and e.shape == ms[::-1]:
+            row.status = Status.TRANSPOSED
+            notes.insert(0, f"stored as (in, out) = {e.shape}; the model wants (out, in)")
+        else:
+            row.status = Status.SHAPE_MISMATCH
+            same = " (same number of values)" if e.numel == int(np.prod(ms)) else ""
+            notes.insert(0, f"shape differs{same}")
+            row.note = "; ".join(notes)
+            return row
+    nan, inf = non_finite(e) if data else (0, 0)
+    if e.dtype != md:
+        row.lossless, row.max_error = cast_loss(e, md, read=data)
+        if row.status != Status.TRANSPOSED:
+            row.status = Status.DTYPE_MISMATCH
+        how = ("lossless" if row.lossless else "not checked (data not read)" if row.lossless is None
+               else f"loses precision, max abs error {_err(row.max_error)}")
+        notes.insert(0, f"cast {e.dtype} → {md}: {how}")
+    if nan or inf:
+        row.status = Status.NON_FINITE
+        notes.insert(0, f"holds {nan:,} NaN and {inf:,} Inf of {e.numel:,} values")
+    row.fits = row.status in (Status.OK, Status.RENAMED) or (
+        row.status == Status.DTYPE_MISMATCH and bool(row.lossless))
+    row.note = "; ".join(notes)
+    return row
+
+
+def _err(x: float) -> str:
+    from .render import fmt_float
+    return fmt_float(x)
+
+
+# -- public verbs ---------------------------------------------------------------------
+def check(model, source, *, rename: Mapping | Callable | None = None, kwargs: dict | None = None,
+          data: bool = True) -> Report:
+    """Compare ``source`` (path, Checkpoint, state dict or nn.Module) with ``model``
+    (an nn.Module or an import path "pkg.module:Class" built with ``kwargs``).
+    Changes nothing. ``data=False`` compares headers only (no NaN/Inf scan, cast
+    precision unknown)."""
+    model = resolve_model(model, kwargs)
+    ckpt, fixes = as_checkpoint(source)
+    rows, _, fixes, sugg = compare(model, ckpt, rename=rename, data=data, fixes=fixes)
+    n_model = sum(r.status != "unexpected" for r in rows)
+    return Report(rows, verdict=verdict(rows, n_model), n_model=n_model, n_ckpt=len(ckpt),
+                  source=ckpt.format, fixes=fixes, suggestions=sugg, model=model)
+
+
+def load(model, source, *, strict: bool = True, transpose: bool = False, cast: bool = False,
+         rename: Mapping | Callable | None = None, guess: bool = False,
+         kwargs: dict | None = None) -> Report:
+    """Load ``source`` into ``model`` and return the report (``report.model`` is the model).
+
+    Applied automatically: unwrapping, prefix rules, lossless casts. Only when asked:
+    ``transpose=True`` (2-D tensors stored (in, out)), ``cast=True`` (lossy casts),
+    ``guess=True`` (names paired by shape order), ``rename=`` (your mapping, e.g.
+    ``report.rename_map()``). Tensors holding NaN/Inf are never loaded.
+
+    ``strict=True``: if any model tensor would stay untouched or the checkpoint has
+    tensors the model lacks, raise :class:`MismatchError` (``.report``) and change
+    nothing. ``strict=False``: load what fits; the report lists what was left untouched.
+    """
+    model = resolve_model(model, kwargs)
+    ckpt, fixes = as_checkpoint(source)
+    rows, _, fixes, sugg = compare(model, ckpt, rename=rename, guess=guess, fixes=fixes)
+    for r in rows:
+        same_dtype = r.ckpt_dtype == r.model_dtype or bool(r.lossless) or cast
+        r.loaded = r.status in ("ok", "renamed") or (r.status == "dtype_mismatch" and same_dtype) or (
+            r.status == "transposed" and transpose and same_dtype)
+    acceptable = lambda r: r.loaded or (r.status == "missing" and r.fits)  # noqa: E731
+    n_model = sum(r.status != "unexpected" for r in rows)
+    left = [r for r in rows if not acceptable(r)]
+    if strict and left:
+        for r in rows:
+            r.loaded = False
+        report = Report(rows, verdict=verdict(rows, n_model), n_model=n_model, n_ckpt=len(ckpt),
+                        source=ckpt.format, fixes=fixes, suggestions=sugg, mode="load", model=model)
+        raise MismatchError(_strict_message(report, left), report)
+    _apply(model, ckpt, [r for r in rows if r.loaded])
+    return Report(rows, verdict=verdict(rows, n_model, fit=acceptable, done=True), n_model=n_model,
+                  n_ckpt=len(ckpt), source=ckpt.format, fixes=fixes, suggestions=sugg, mode="load",
+                  model=model)
+
+
+def _apply(model, ckpt: Checkpoint, rows: list[Row]) -> None:
+    """Read every tensor first, then copy all at once: a read error changes nothing."""
+    import torch
+    sd = {}
+    for r in rows:
+        t = ckpt[r.ckpt_name].torch()
+        if r.ckpt_shape != r.model_shape:
+            t = t.t()
+        sd[r.name] = t.to(dtypes.to_torch(r.model_dtype)).contiguous()
+    with torch.no_grad():
+        result = model.load_state_dict(sd, strict=False)
+    if result.unexpected_keys:  # pragma: no cover - compare() only passes model names
+        raise WeightvizError(f"internal: unexpected keys {result.unexpected_keys}")
+
+
+def _strict_message(report: Report, left: list[Row]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts.items())
+    hints = []
+    if any(r.status == "transposed" for r in left):
+        hints.append("transpose=True for the transposed tensors")
+    if any(r.status == "dtype_mismatch" for r in left):
+        hints.append("cast=True to accept lossy casts")
+    if report.rename_map() != report.rename_map(guesses=False):
+        hints.append("rename=err.report.rename_map() to apply the renames found")
+    fits = sum(bool(r.fits) for r in report.rows if r.status not in ("unexpected", "missing"))
+    hints.append(f"strict=False to load the {fits} tensors that fit and leave the rest untouched")
+    names = capped(f"{r.name} ({r.status})" for r in left)
+    return message(f"the checkpoint does not fit the model, so nothing was loaded: {report.verdict}",
+                   expected="every model tensor in the checkpoint with the same shape and a "
+                            "lossless dtype, and no tensors the model lacks",
+                   fix="see err.report for every tensor; or load with " + "; or ".join(hints),
+                   got=f"{counts}. Not fitting: {names}")
