@@ -88,7 +88,7 @@ class TensorEntry:
             return (arr.astype(np.uint32) << 16).view(np.float32).reshape(self.shape)
         if self.dtype.startswith("float8"):
             import torch
-            bits = torch.from_numpy(np.ascontiguousarray(arr))
+            bits = torch.from_numpy(np.array(arr, copy=True, order="C"))
             return bits.view(dtypes.to_torch(self.dtype)).float().numpy()
         return np.array(arr, dtype=arr.dtype.newbyteorder("="), copy=True)
 
@@ -102,10 +102,10 @@ class TensorEntry:
         else:
             value = self.raw()
         if self.dtype == "bfloat16" or self.dtype.startswith("float8"):
-            bits = torch.from_numpy(np.ascontiguousarray(value))
+            bits = torch.from_numpy(np.array(value, copy=True, order="C"))
             return bits.view(dtypes.to_torch(self.dtype)).reshape(self.shape)
-        arr = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
-        return torch.from_numpy(arr.copy())
+        # np.array, not np.ascontiguousarray: the latter turns 0-d scalars into shape (1,)
+        return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("="), order="C", copy=True))
 
     def _load(self):
         if self._loader is None:

@@ -173,6 +173,8 @@ class RecordingUnpickler(pickle.Unpickler):
         if module == "torch":
             if name in STORAGE_DTYPES:
                 return _StorageType(STORAGE_DTYPES[name])
+            if name.endswith("Storage") and name[:-7].lower() in TORCH_DTYPES:
+                return _StorageType(_torch_dtype(name[:-7].lower()))   # Float8_e4m3fnStorage ...
             if name in TORCH_DTYPES:
                 return _Dtype(_torch_dtype(name))
             if name == "Size":

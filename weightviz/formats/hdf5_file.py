@@ -49,7 +49,7 @@ def open_file(path: str):
     """``h5py.File`` opened read-only, with h5py/HDF5 errors turned into CorruptFileError."""
     import h5py
     try:
-        return h5py.File(path, "r")
+        return h5py.File(path, "r", locking=False)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise _bad(path, "HDF5 cannot open it", got=f"{type(exc).__name__}: {exc}"[:200]) from None
 

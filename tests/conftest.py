@@ -1,0 +1,107 @@
+"""Shared fixtures: one small torch model written in every format weightviz can write.
+
+``model_files`` (session-scoped) maps a format label to
+``(path, expected)`` where ``expected`` is the ``{name: torch.Tensor}`` the reader
+must list, in the writer's order. NumPy and HDF5 have no bfloat16/float8, so their
+``expected`` leaves those two buffers out.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import pytest
+
+FORMATS = ("pt", "pt_legacy", "torchscript", "whole_model", "safetensors", "sharded",
+           "npy", "npz", "npz_compressed", "h5")
+
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class Tiny(nn.Module):
+    """Conv + BN (int64 num_batches_tracked) + Linear, and bf16 / fp8 buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+        self.register_buffer("scale_bf16", torch.randn(3).bfloat16())
+        self.register_buffer("codes_fp8", torch.randn(6).clamp(-4, 4).to(torch.float8_e4m3fn))
+
+    def forward(self, x):
+        x = self.bn(self.conv(x)).mean((2, 3))
+        return self.fc(x) * self.scale_bf16.float().mean() + self.codes_fp8.float().sum()
+
+
+def make_model():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+        model.bn.num_batches_tracked.fill_(7)
+    return model
+
+
+def write_all(folder, model) -> dict:
+    """Write ``model`` in every format; returns {label: (path, expected state dict)}."""
+    import h5py
+    import numpy as np
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    plain = {k: v for k, v in sd.items() if v.dtype not in (torch.bfloat16, torch.float8_e4m3fn)}
+    arrays = {k: v.numpy() for k, v in plain.items()}
+    p = lambda name: os.path.join(folder, name)  # noqa: E731
+    out = {}
+
+    torch.save(sd, p("model.pt"))
+    out["pt"] = (p("model.pt"), sd)
+    torch.save(sd, p("legacy.pt"), _use_new_zipfile_serialization=False)
+    out["pt_legacy"] = (p("legacy.pt"), sd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), p("scripted.pt"))
+    out["torchscript"] = (p("scripted.pt"), sd)
+    torch.save(model, p("whole.pth"))
+    out["whole_model"] = (p("whole.pth"), sd)
+
+    save_file(sd, p("model.safetensors"), metadata={"format": "pt"})
+    out["safetensors"] = (p("model.safetensors"), sd)
+    names = list(sd)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    weight_map = {}
+    for shard, keys in shards.items():
+        save_file({k: sd[k] for k in keys}, p(shard))
+        weight_map.update({k: shard for k in keys})
+    total = sum(v.numel() * v.element_size() for v in sd.values())
+    with open(p("model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
+    out["sharded"] = (p("model.safetensors.index.json"), sd)
+
+    np.save(p("model.npy"), np.array(arrays, dtype=object), allow_pickle=True)   # 0-d object: a dict
+    out["npy"] = (p("model.npy"), plain)
+    np.savez(p("model.npz"), **arrays)
+    out["npz"] = (p("model.npz"), plain)
+    np.savez_compressed(p("model_c.npz"), **arrays)
+    out["npz_compressed"] = (p("model_c.npz"), plain)
+    with h5py.File(p("model.h5"), "w") as f:
+        for k, v in arrays.items():
+            f[k.replace(".", "/")] = v
+    out["h5"] = (p("model.h5"), {k.replace(".", "/"): v for k, v in plain.items()})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return make_model()
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory, tiny_model):
+    return write_all(str(tmp_path_factory.mktemp("formats")), tiny_model)
