@@ -79,6 +79,7 @@ def test_keras3_names_are_variable_paths(fname, opts):
     reader = keras_zip if fname.endswith(".keras") else keras_h5
     ck = reader.read(fx(fname), **opts)
     assert ck.groups == paths
+    assert ck.metadata["keras_major"] == 3
 
 
 def test_keras2_names():
@@ -93,6 +94,7 @@ def test_keras2_names():
         assert ck.groups["inner"] == ["inner/" + re.sub(":0$", "", n) for n in names["inner"]]
     ck = keras_h5.read(fx("k2_model.weights.h5"), architecture=fx("k2_model.json"))
     assert ck.groups["dw"] == ["dw/depthwise_kernel", "dw/bias"]      # Keras 2 config -> Keras 2 names
+    assert ck.metadata["keras_major"] == 2 and ck.metadata["keras_version"] == "2.21.0"
     assert ck.groups["gru"] == ["gru/gru_cell/kernel", "gru/gru_cell/recurrent_kernel", "gru/gru_cell/bias"]
 
 
@@ -368,3 +370,47 @@ def test_truncated_or_flipped_files_raise_weightviz_errors(which, cut, flips, tr
                 e.numpy()
         except WeightvizError:
             pass
+
+
+def test_tf_keras_style_keras_zip(tmp_path):
+    """A .keras archive as tf-keras writes it: its metadata says 2.x, its weights store has
+    no name attributes; the config maps the class-counter groups back to real names."""
+    dst = tmp_path / "tfk.keras"
+    with zipfile.ZipFile(dst, "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "2.21.0", "date_saved": "x"}))
+        z.write(fx("k2_model.json"), "config.json")
+        z.write(fx("k2_model.weights.h5"), "model.weights.h5")
+    ck = keras_zip.read(dst)
+    order, weights, _ = expected("k2")
+    assert list(ck.groups) == order and ck.metadata["keras_major"] == 2
+    assert ck.groups["dw"] == ["dw/depthwise_kernel", "dw/bias"]
+    for layer in order:
+        for e, w in zip(ck.layer_weights(layer), weights[layer]):
+            np.testing.assert_array_equal(e.numpy(), w)
+
+
+@pytest.mark.parametrize("group,weight,name", [
+    ("dense_1", "dense_1/kernel:0", "dense_1/kernel"),
+    ("inner", "d_in/kernel:0", "inner/d_in/kernel"),
+    ("lstm", "sequential/lstm/lstm_cell/kernel:0", "lstm/lstm_cell/kernel"),
+    ("dense_1", "dense_1_W", "dense_1/W"),
+    ("conv1/conv", "conv1/conv/kernel:0", "conv1/conv/kernel"),
+    ("dense_2", "dense/bias:0", "dense_2/dense/bias"),
+])
+def test_legacy_tensor_name_rules(group, weight, name):
+    assert keras_h5.tensor_name(group, weight) == name
+
+
+def test_regroup_follows_sub_model_config_order():
+    stored = ["m/a/kernel", "m/b/gamma", "m/b/beta", "m/c/kernel", "m/b/moving_mean", "m/b/moving_variance",
+              "m/frozen/moving_mean"]
+    entry = {"class_name": "Sequential", "config": [
+        {"class_name": "BatchNormalization", "config": {"name": "frozen"}},
+        {"class_name": "Dense", "config": {"name": "a"}},
+        {"class_name": "BatchNormalization", "config": {"name": "b"}},
+        {"class_name": "Dense", "config": {"name": "c"}}]}
+    assert keras_h5.regroup(stored, "m", entry) == [
+        "m/frozen/moving_mean", "m/a/kernel", "m/b/gamma", "m/b/beta", "m/b/moving_mean",
+        "m/b/moving_variance", "m/c/kernel"]
+    assert keras_h5.regroup(stored, "m", None)[:5] == [
+        "m/a/kernel", "m/b/gamma", "m/b/beta", "m/b/moving_mean", "m/b/moving_variance"]

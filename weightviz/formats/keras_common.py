@@ -73,14 +73,24 @@ def normalise(obj, *, path, what="Keras config", keras_version=None, backend=Non
             "keras_version": text(kv) if kv else None, "backend": text(be) if be else None}
 
 
-def keras_major(raw: dict | None, keras_version: str | None, *, legacy_h5=False) -> int | None:
-    """Keras major version: from the version string, else from the config's shape."""
+def keras_major(raw: dict | None, keras_version: str | None, *, legacy_h5=False,
+                arch: dict | None = None) -> int | None:
+    """Keras major version: from the version string, else from the config's shape
+    (Keras 3 alone writes a top-level ``module`` without ``keras_version``, DTypePolicy
+    dtypes, InputLayer ``batch_shape`` and dict-form ``inbound_nodes``)."""
     if keras_version:
         m = re.match(r"\s*(\d+)", keras_version)
         if m:
             return int(m.group(1))
     if isinstance(raw, dict) and ("module" in raw or "registered_name" in raw):
         return 3
+    for e in layer_entries(arch) if arch else []:
+        cfg, nodes = e.get("config"), e.get("inbound_nodes")
+        if isinstance(cfg, dict) and ("batch_shape" in cfg or (
+                isinstance(cfg.get("dtype"), dict) and "DTypePolicy" in str(cfg["dtype"].get("class_name")))):
+            return 3
+        if isinstance(nodes, list) and nodes and isinstance(nodes[0], dict):
+            return 3
     return 1 if legacy_h5 else None
 
 
@@ -332,3 +342,51 @@ def dataset_entry(name: str, ds, where: str, *, path, opener, file_size=None,
 def node_key(obj) -> int:
     import h5py
     return h5py.h5o.get_info(obj.id).addr
+
+
+# --------------------------------------------------------------------------- Keras 3 store groups
+
+def children(g, path):
+    """Sub-groups of an HDF5 group (hard links only), excluding ``vars``."""
+    import h5py
+    out = []
+    for k in g:
+        link = g.get(k, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            safe_get(g, k, path=path)  # raises the house error
+        if k != "vars" and isinstance(g.get(k), h5py.Group):
+            out.append(k)
+    return out
+
+
+def real_name(g, path):
+    v = g.get("vars", getlink=True)
+    if v is not None:
+        name = safe_get(g, "vars", path=path).attrs.get("name")
+        if name is not None:
+            return text(name)
+    return None
+
+
+def file_order(g):
+    """Where a group's objects sit in the file: the largest address of the group, its
+    ``vars`` group and first variable (HDF5 reuses freed space, so one address alone can
+    be out of creation order). Used to order groups only when no config tells."""
+    import h5py
+    keys = [node_key(g)]
+    v = g.get("vars", getlink=True)
+    if isinstance(v, h5py.HardLink):
+        keys.append(node_key(g["vars"]))
+        first = g["vars"].get("0", getlink=True)
+        if isinstance(first, h5py.HardLink):
+            keys.append(node_key(g["vars"]["0"]))
+    return max(keys)
+
+
+def vars_of(g, path):
+    if g.get("vars", getlink=True) is None:
+        return None, []
+    vg = safe_get(g, "vars", path=path)
+    keys = list(vg)
+    keys.sort(key=lambda k: (0, int(k)) if k.isdigit() else (1, k))
+    return vg, keys

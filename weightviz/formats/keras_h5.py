@@ -132,7 +132,7 @@ def _meta(arch, raw, kind, *, legacy_h5=False, keras_version=None, backend=None)
     kv = (arch or {}).get("keras_version") or keras_version
     be = (arch or {}).get("backend") or backend
     meta = {"layout": kind, "keras_version": kv, "backend": be,
-            "keras_major": kc.keras_major(raw, kv, legacy_h5=legacy_h5)}
+            "keras_major": kc.keras_major(raw, kv, legacy_h5=legacy_h5, arch=arch)}
     if arch is not None:
         meta["model_name"] = (arch["config"].get("name") if isinstance(arch["config"], dict) else None)
         meta["lambda_layers"] = kc.find_lambdas(arch)
@@ -256,52 +256,6 @@ def _attr(obj, name):
 
 # --------------------------------------------------------------------------- .weights.h5
 
-def _children(g, path):
-    """Sub-groups of an HDF5 group (hard links only), excluding ``vars``."""
-    import h5py
-    out = []
-    for k in g:
-        link = g.get(k, getlink=True)
-        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
-            kc.safe_get(g, k, path=path)  # raises the house error
-        if k != "vars" and isinstance(g.get(k), h5py.Group):
-            out.append(k)
-    return out
-
-
-def _real_name(g, path):
-    v = g.get("vars", getlink=True)
-    if v is not None:
-        name = kc.safe_get(g, "vars", path=path).attrs.get("name")
-        if name is not None:
-            return kc.text(name)
-    return None
-
-
-def _file_order(g):
-    """Where a group's objects sit in the file: the largest address of the group, its
-    ``vars`` group and first variable (HDF5 reuses freed space, so one address alone can
-    be out of creation order). Used to order groups only when no config tells."""
-    import h5py
-    keys = [kc.node_key(g)]
-    v = g.get("vars", getlink=True)
-    if isinstance(v, h5py.HardLink):
-        keys.append(kc.node_key(g["vars"]))
-        first = g["vars"].get("0", getlink=True)
-        if isinstance(first, h5py.HardLink):
-            keys.append(kc.node_key(g["vars"]["0"]))
-    return max(keys)
-
-
-def _vars(g, path):
-    if g.get("vars", getlink=True) is None:
-        return None, []
-    vg = kc.safe_get(g, "vars", path=path)
-    keys = list(vg)
-    keys.sort(key=lambda k: (0, int(k)) if k.isdigit() else (1, k))
-    return vg, keys
-
-
 class _Walk:
     def __init__(self, f, kw, major):
         self.f, self.kw, self.path, self.major = f, kw, kw["path"], major
@@ -316,7 +270,7 @@ class _Walk:
         if key in self.seen:
             return
         self.seen.add(key)
-        vg, keys = _vars(g, self.path)
+        vg, keys = kc.vars_of(g, self.path)
         wnames = kc.own_weight_names(entry, self.major)
         if wnames is not None and len(wnames) != len(keys):
             wnames = None
@@ -328,7 +282,7 @@ class _Walk:
             self.layer(g[child], f"{where}/{child}", f"{real}/{cname}", centry, depth + 1, out)
 
     def children(self, g, entry):
-        kids = _children(g, self.path)
+        kids = kc.children(g, self.path)
         cls = (entry or {}).get("class_name")
         ordered = []
         if "layers" in kids and (entry is None or kc.is_model(entry)):
@@ -346,28 +300,28 @@ class _Walk:
                                   ("backward_layer", back or inner, f"backward_{bname or base}")):
                 if k in kids:
                     kids.remove(k)
-                    ordered.append((k, e, _real_name(g[k], self.path) or (default if iname else k)))
+                    ordered.append((k, e, kc.real_name(g[k], self.path) or (default if iname else k)))
         for k in ("cell", "layer"):
             if k in kids:
                 kids.remove(k)
                 e = kc.wrapped(entry, k) or (entry if k == "cell" else None)
                 default = kc.cell_name(entry) if k == "cell" else (kc.entry_name(e) if e else None)
-                ordered.append((k, e, _real_name(g[k], self.path) or default or k))
-        for k in sorted(kids, key=lambda k: _file_order(g[k])):
-            ordered.append((k, None, _real_name(g[k], self.path) or k))
+                ordered.append((k, e, kc.real_name(g[k], self.path) or default or k))
+        for k in sorted(kids, key=lambda k: kc.file_order(g[k])):
+            ordered.append((k, None, kc.real_name(g[k], self.path) or k))
         return ordered
 
     def layer_list(self, lg, entries):
         """(group, config entry, real name) for a ``layers`` group, in model.layers order."""
-        groups = _children(lg, self.path)
+        groups = kc.children(lg, self.path)
         by_real = {}
         for k in groups:
-            r = _real_name(lg[k], self.path)
+            r = kc.real_name(lg[k], self.path)
             if r is not None:
                 by_real[r] = k
         if entries is None:
-            return [(k, None, _real_name(lg[k], self.path) or k)
-                    for k in sorted(groups, key=lambda k: _file_order(lg[k]))]
+            return [(k, None, kc.real_name(lg[k], self.path) or k)
+                    for k in sorted(groups, key=lambda k: kc.file_order(lg[k]))]
         out, used = [], set()
         for e, counter in zip(entries, kc.counter_names(entries)):
             name = kc.entry_name(e) or counter
@@ -375,14 +329,14 @@ class _Walk:
             if k is not None:
                 out.append((k, e, name))
                 used.add(k)
-        for k in sorted(set(groups) - used, key=lambda k: _file_order(lg[k])):
-            out.append((k, None, _real_name(lg[k], self.path) or k))
+        for k in sorted(set(groups) - used, key=lambda k: kc.file_order(lg[k])):
+            out.append((k, None, kc.real_name(lg[k], self.path) or k))
         return out
 
 
 def _read_v3(f, arch, kw) -> Checkpoint:
     path = kw["path"]
-    major = kc.keras_major(None, arch.get("keras_version") if arch else None) or 3
+    major = kc.keras_major(None, arch.get("keras_version") if arch else None, arch=arch) or 3
     walk = _Walk(f, kw, major)
     entries, groups = {}, {}
     root = next(k for k in V3_ROOTS if f.get(k, getlink=True) is not None)
@@ -394,13 +348,13 @@ def _read_v3(f, arch, kw) -> Checkpoint:
         out: list = []
         walk.layer(lg[sub], f"{root}/{sub}", real, entry, 1, out)
         _add(entries, groups, real, out)
-    for k in _children(f, path):
+    for k in kc.children(f, path):
         if k in V3_ROOTS or k in ("optimizer", "metrics"):
             continue
         out = []
-        walk.layer(f[k], k, _real_name(f[k], path) or k, None, 1, out)
-        _add(entries, groups, _real_name(f[k], path) or k, out)
-    vg, keys = _vars(f, path)
+        walk.layer(f[k], k, kc.real_name(f[k], path) or k, None, 1, out)
+        _add(entries, groups, kc.real_name(f[k], path) or k, out)
+    vg, keys = kc.vars_of(f, path)
     if keys:
         model = (vg.attrs.get("name") and kc.text(vg.attrs["name"])) or "model"
         out = [(f"{model}/vars/{k}", kc.dataset_entry(f"{model}/vars/{k}", kc.safe_get(vg, k, path=path),
@@ -416,7 +370,7 @@ def _read_v3(f, arch, kw) -> Checkpoint:
     meta = _meta(arch, None, layout_name, keras_version=None)
     if arch is None:
         meta["naming"] = "stored names (no config)" if not any(
-            _real_name(lg[k], path) for k in _children(lg, path)) else "vars name attributes"
+            kc.real_name(lg[k], path) for k in kc.children(lg, path)) else "vars name attributes"
     return Checkpoint(entries, "keras-h5", path, arch, meta, extras, groups)
 
 

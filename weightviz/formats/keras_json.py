@@ -26,7 +26,7 @@ def parse(data: bytes, path, *, what="Keras architecture JSON", keras_version=No
 
 def metadata(arch: dict, raw, layout: str) -> dict:
     meta = {"layout": layout, "keras_version": arch["keras_version"], "backend": arch["backend"],
-            "keras_major": kc.keras_major(raw, arch["keras_version"]),
+            "keras_major": kc.keras_major(raw, arch["keras_version"], arch=arch),
             "model_name": arch["config"].get("name") if isinstance(arch["config"], dict) else None,
             "lambda_layers": kc.find_lambdas(arch)}
     return {k: v for k, v in meta.items() if v is not None}
