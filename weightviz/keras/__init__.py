@@ -1,0 +1,110 @@
+"""Keras -> PyTorch: rebuild a Keras model from its JSON architecture as a torch module.
+
+The architecture is read as plain data (never deserialised, Lambda bytecode never decoded).
+The built module takes the same inputs as the Keras model (channels-last images, (N, T, F)
+sequences; several inputs as positional arguments in the model's input order) and returns
+what Keras returns (several outputs as a tuple). Keras layer names are submodule names.
+
+Not reproduced (refused with UnsupportedLayerError before building, never silently):
+masks reaching RNN / global pooling / attention / TimeDistributed layers, layers without a
+converter (``supported_layers()`` lists those with one). Not modelled: ``stateful`` RNNs keep
+no state between calls (each call starts from zeros, like a freshly reset Keras model).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+
+def supported_layers() -> list[str]:
+    """Keras class names with a torch converter."""
+    from . import layers  # noqa: F401  (registers the converters)
+    from .registry import CONVERTERS
+    return sorted(set(CONVERTERS) | {"Sequential", "Functional", "Model"})
+
+
+def _examples(spec, size: int) -> list:
+    import torch
+    from ..errors import UnsupportedLayerError, message
+    out = []
+    gen = torch.Generator().manual_seed(0)
+    for s in spec.input_specs:
+        if s.shape is None:
+            raise UnsupportedLayerError(message(
+                f"the input shape of Keras model {spec.name!r} is unknown",
+                expected="an InputLayer / input_shape / build_input_shape in the config",
+                fix="build the Keras model with an explicit input shape before saving it"))
+        shape = (2,) + tuple(size if d is None else int(d) for d in s.shape[1:])
+        if "int" in s.dtype or "bool" in s.dtype:
+            out.append(torch.zeros(shape, dtype=torch.int64))
+        else:
+            out.append(torch.randn(shape, generator=gen))
+    return out
+
+
+def build_model(architecture: dict, weights: Callable[[str], list] | None, *,
+                custom_layers: dict | None = None, keras_version: str | None = None):
+    """Build ``architecture`` (the top-level Keras model JSON as a dict) as an nn.Module.
+
+    ``weights(layer_name)`` returns a top-level layer's arrays in Keras ``layer.weights``
+    order (for a nested model / Bidirectional / TimeDistributed, all its weights); None keeps
+    torch's initialisation. ``custom_layers`` maps a layer name (or 'outer/inner' path) to a
+    torch module that replaces it (required for Lambda layers).
+    """
+    from . import layers  # noqa: F401
+    from .checks import scan
+    from .config import keras_major, parse
+    from .graph import build_graph
+    from .registry import Context
+
+    arch = dict(architecture)
+    if keras_version is not None:
+        arch["keras_version"] = keras_version
+    ctx = Context(keras_major(arch), dict(custom_layers or {}))
+    spec = parse(arch, ctx.major)
+    scan(spec, ctx)                        # every refusal happens here, before building
+    wfn = weights if weights is not None else (lambda name: None)
+    last = None
+    for size in (8, 32, 96):               # unknown (None) dims: try growing example sizes
+        try:
+            model = build_graph(spec, wfn, ctx, _examples(spec, size))
+            break
+        except RuntimeError as e:          # a dummy size too small for the conv stack
+            last = e
+            if not any(d is None for s in spec.input_specs for d in (s.shape or ())[1:]):
+                raise
+    else:
+        raise last
+    model.keras_version = arch.get("keras_version")
+    model.eval()
+    if any(d is None for s in spec.input_specs for d in (s.shape or ())[1:]):
+        from .summary import record_alt_shapes
+        try:
+            record_alt_shapes(model, _examples(spec, size + 5))
+        except RuntimeError:
+            pass
+    return model
+
+
+def build_from_checkpoint(ckpt, weights_ckpt=None, custom_layers: dict | None = None):
+    """Build from weightviz Checkpoints: ``ckpt.architecture`` and the weights of
+    ``weights_ckpt`` (default: ``ckpt`` itself), read per layer with ``layer_weights``."""
+    from ..errors import UnknownFormatError, message
+    arch = getattr(ckpt, "architecture", None)
+    if not isinstance(arch, dict):
+        raise UnknownFormatError(message(
+            "this checkpoint carries no Keras architecture",
+            expected="a full-model Keras .h5 / .keras file, or a Keras JSON architecture",
+            fix="pass the architecture JSON and the weights file: build(json_path, weights=h5)",
+            got=f"a {getattr(ckpt, 'format', '?')} checkpoint"))
+    src = weights_ckpt if weights_ckpt is not None else ckpt
+    version = None
+    for c in (ckpt, src):
+        meta = getattr(c, "metadata", None) or {}
+        if not arch.get("keras_version") and meta.get("keras_version"):
+            version = str(meta["keras_version"])
+            break
+    return build_model(arch, lambda name: src.layer_weights(name), custom_layers=custom_layers,
+                       keras_version=version)
+
+
+__all__ = ["build_model", "build_from_checkpoint", "supported_layers"]

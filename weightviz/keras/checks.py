@@ -1,0 +1,150 @@
+"""The pre-scan: refuse unsupported, unsafe or mask-dependent layers before building anything.
+
+- ``Lambda`` (marshalled Python bytecode) is never decoded or run: UnsafeCheckpointError unless
+  ``custom_layers`` supplies a replacement; the same for TFOpLambda-style op layers, which
+  have no converter (UnsupportedLayerError).
+- A layer class with no converter, an unknown activation, or a call option that would change
+  the result (e.g. ``return_attention_scores``) raises UnsupportedLayerError naming the layer,
+  its class and its position, listing every such layer at once.
+- Masks: ``Embedding(mask_zero=True)`` and ``Masking`` make Keras RNNs, global pooling,
+  attention and TimeDistributed skip masked steps. That is not reproduced: such a model is
+  refused rather than silently predicting differently. Masks that reach no such layer (e.g.
+  Embedding(mask_zero=True) -> Flatten -> Dense) do not change Keras's output and are fine.
+"""
+from __future__ import annotations
+
+from ..errors import UnsafeCheckpointError, UnsupportedLayerError, capped, message
+from .activations import activation_name, known
+from .config import LayerSpec, ModelSpec, Ref, _walk_refs
+from .registry import CONVERTERS, Context
+
+LAMBDA = {"Lambda"}
+IGNORED_KWARGS = {"training", "mask"}
+DROPS_MASK = {"Flatten", "Reshape", "RepeatVector", "Conv1D", "Conv2D", "Conv3D",
+              "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
+              "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+
+
+def _where(sp: LayerSpec, model: ModelSpec) -> str:
+    owner = model.path.rstrip("/") or model.name
+    pos = f"#{sp.index}" if sp.index >= 0 else "(implicit input)"
+    return f"layer {sp.name!r} ({sp.class_name}) at position {pos} of model {owner!r}"
+
+
+def _activation_values(cls: str, cfg: dict) -> list:
+    vals = []
+    if "activation" in cfg and cls != "Activation":
+        vals.append(cfg.get("activation"))
+    if cls == "Activation":
+        vals.append(cfg.get("activation"))
+    if "recurrent_activation" in cfg:
+        vals.append(cfg.get("recurrent_activation"))
+    return vals
+
+
+def _check_layer(cls: str, cfg: dict, ctx: Context, where: str, problems: list, unsafe: list):
+    if cls in LAMBDA:
+        unsafe.append(where)
+        return
+    conv = CONVERTERS.get(cls)
+    if conv is None:
+        problems.append(f"{where} has no torch converter")
+        return
+    for v in _activation_values(cls, cfg):
+        if v is not None and not known(v, ctx.major):
+            problems.append(f"{where} uses activation {activation_name(v)!r}, which has no "
+                            "torch equivalent here")
+    if cls in ("Bidirectional", "TimeDistributed"):
+        for key in ("layer", "backward_layer"):
+            entry = cfg.get(key)
+            if isinstance(entry, dict):
+                _check_layer(entry.get("class_name"), entry.get("config") or {}, ctx,
+                             f"{where} > wrapped {entry.get('class_name')}", problems, unsafe)
+
+
+def _check_node_kwargs(sp: LayerSpec, where: str, problems: list):
+    conv = CONVERTERS.get(sp.class_name)
+    allowed = conv.tensor_kwargs if conv else ()
+    for node in sp.nodes:
+        for key, value in (node.kwargs or {}).items():
+            has_tensor = any(True for _ in _walk_refs(value))
+            if has_tensor and key not in allowed:
+                problems.append(f"{where} is called with a tensor for {key!r}, which is not "
+                                "supported")
+            elif not has_tensor and value not in (None, False, [], {}) and key not in IGNORED_KWARGS:
+                problems.append(f"{where} is called with {key}={value!r}, which is not supported")
+
+
+def scan(model: ModelSpec, ctx: Context) -> None:
+    problems: list[str] = []
+    unsafe: list[str] = []
+    _scan(model, ctx, problems, unsafe)
+    if unsafe:
+        raise UnsafeCheckpointError(message(
+            f"the architecture contains Lambda layer(s): {capped(unsafe)}; their Python bytecode "
+            "is never decoded or run",
+            expected="layers weightviz can rebuild from their config",
+            fix="pass a replacement torch module for each, e.g. "
+                "build(..., custom_layers={'layer_name': module})",
+            got=f"{len(unsafe)} Lambda layer(s)"), needs=tuple(unsafe))
+    if problems:
+        raise UnsupportedLayerError(message(
+            f"cannot rebuild this Keras model in torch: {capped(problems, 5)}",
+            expected="layers with a torch converter (see weightviz.keras.supported_layers())",
+            fix="supply replacements with custom_layers={'layer_name': module}",
+            got=f"{len(problems)} problem(s)"))
+    masks(model, ctx, [False] * len(model.inputs))
+
+
+def _scan(model: ModelSpec, ctx: Context, problems: list, unsafe: list) -> None:
+    for sp in model.layers:
+        if sp.path in ctx.custom_layers or sp.name in ctx.custom_layers:
+            continue
+        where = _where(sp, model)
+        if sp.inner is not None:
+            _scan(sp.inner, ctx, problems, unsafe)
+            continue
+        if sp.class_name == "InputLayer":
+            continue
+        _check_layer(sp.class_name, sp.config, ctx, where, problems, unsafe)
+        _check_node_kwargs(sp, where, problems)
+
+
+def _produces_mask(sp: LayerSpec) -> bool:
+    return sp.class_name == "Masking" or (sp.class_name == "Embedding"
+                                          and bool(sp.config.get("mask_zero")))
+
+
+def masks(model: ModelSpec, ctx: Context, masked_inputs: list[bool]) -> list[bool]:
+    """Propagate 'this tensor carries a Keras mask'; refuse layers that would consume one."""
+    from .graph import call_order
+    masked: dict = {r: m for r, m in zip(model.inputs, masked_inputs)}
+    for sp, k in call_order(model):
+        node = sp.nodes[k]
+        ins = [masked.get(Ref(r.layer, r.node, r.tensor), masked.get(Ref(r.layer, r.node, 0), False))
+               for r in _walk_refs(node.args)]
+        any_in = any(ins)
+        custom = sp.path in ctx.custom_layers or sp.name in ctx.custom_layers
+        if custom:
+            out = False
+        elif sp.inner is not None:
+            outs = masks(sp.inner, ctx, ins if len(ins) == len(sp.inner.inputs) else [any_in] * len(sp.inner.inputs))
+            for i, m in enumerate(outs):
+                masked[Ref(sp.name, k, i)] = m
+            continue
+        elif _produces_mask(sp):
+            out = True
+        elif any_in and CONVERTERS[sp.class_name].mask == "consume":
+            raise UnsupportedLayerError(message(
+                f"{_where(sp, model)} receives a mask (from Embedding(mask_zero=True) or Masking); "
+                "Keras skips masked steps there, which weightviz does not reproduce",
+                expected="no mask reaching RNN, Bidirectional, TimeDistributed, global pooling "
+                         "or attention layers",
+                fix="rebuild with mask_zero=False if your inputs have no padding, or replace the "
+                    "layer with custom_layers={name: module} that handles the padding",
+                got="a masked input"))
+        else:
+            out = any_in and sp.class_name not in DROPS_MASK
+        for i in range(4):
+            masked[Ref(sp.name, k, i)] = out
+    return [masked.get(r, False) for r in model.outputs]

@@ -1,0 +1,185 @@
+"""The torch module that runs a Keras layer graph, and the builder that traces it.
+
+Building walks the calls (layer, node) in dependency order with example tensors: each
+layer's module is created on its first call from the example input's shape and the layer's
+weights (checked against the expected shapes), then run to produce the next examples. The
+result, :class:`KerasModel`, keeps every Keras layer as a submodule under its (sanitised)
+name, takes the model inputs as positional arguments in the model's input order (NumPy arrays
+are accepted) and returns one tensor, or a tuple / dict for several outputs.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CorruptFileError, message
+from .config import ModelSpec, Node, Ref, _map_refs, _walk_refs
+from .registry import CONVERTERS, Context
+
+_RESERVED = set(dir(nn.Module)) | {"forward", "summary", "keras_name"}
+
+
+def sanitize(name: str, taken: set[str]) -> str:
+    attr = re.sub(r"\W", "_", name) or "layer"
+    if attr[0].isdigit():
+        attr = "_" + attr
+    while attr in _RESERVED or attr in taken or attr.startswith("_"):
+        attr = attr + "_" if not attr.startswith("_") else "layer" + attr
+    taken.add(attr)
+    return attr
+
+
+def call_order(model: ModelSpec) -> list[tuple[Any, int]]:
+    """(LayerSpec, node_index) for every call, each after the calls it depends on."""
+    ready = {r for r in model.inputs}
+    pending = [(sp, k) for sp in model.layers if sp.class_name != "InputLayer"
+               for k in range(len(sp.nodes))]
+    order = []
+    while pending:
+        rest = []
+        for sp, k in pending:
+            node = sp.nodes[k]
+            if all(Ref(r.layer, r.node, 0) in ready or r in ready
+                   for r in _walk_refs([node.args, node.kwargs])):
+                order.append((sp, k))
+                ready.add(Ref(sp.name, k, 0))
+            else:
+                rest.append((sp, k))
+        if len(rest) == len(pending):
+            missing = sorted({r.layer for sp, k in rest for r in
+                              _walk_refs([sp.nodes[k].args, sp.nodes[k].kwargs])})
+            raise CorruptFileError(message(
+                f"Keras model {model.name!r}: the calls of layers "
+                f"{[sp.name for sp, _ in rest][:5]} depend on tensors that are never produced",
+                expected="a connected layer graph from the model inputs",
+                got=f"inputs referenced: {missing[:10]}"))
+        pending = rest
+    return order
+
+
+def _resolve(x: Any, env: dict) -> Any:
+    if isinstance(x, Ref):
+        return env[x]
+    if isinstance(x, dict):
+        return {k: _resolve(v, env) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_resolve(v, env) for v in x]
+    return x
+
+
+def tensor_kwargs(node: Node) -> dict:
+    """Keyword arguments that carry tensors (other kwargs were vetted by the pre-scan)."""
+    return {k: v for k, v in node.kwargs.items() if any(True for _ in _walk_refs(v))}
+
+
+def _store(env: dict, name: str, k: int, out: Any) -> None:
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    for i, o in enumerate(outs):
+        env[Ref(name, k, i)] = o
+
+
+class KerasModel(nn.Module):
+    """A Keras Sequential/Functional model rebuilt in torch (Keras tensor layout)."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.keras_name = spec.name
+        self._spec_inputs = list(spec.inputs)
+        self._input_dtypes = [s.dtype for s in spec.input_specs]
+        self._outputs = list(spec.outputs)
+        self._output_kind, self._output_keys = spec.output_kind, list(spec.output_keys)
+        self._calls: list[tuple[str, str, int, list, dict]] = []
+        self._attr: dict[str, str] = {}          # keras layer name -> attribute name
+        self._layer_rows: list = []              # for the summary: filled by the builder
+
+    def _to_tensor(self, x, i):
+        if isinstance(x, torch.Tensor):
+            return x
+        a = np.asarray(x)
+        dt = self._input_dtypes[i] if i < len(self._input_dtypes) else "float32"
+        if "int" in dt or "bool" in dt:
+            return torch.from_numpy(a.astype(np.int64))
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    def forward(self, *inputs):
+        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) and len(self._spec_inputs) > 1:
+            inputs = tuple(inputs[0])
+        if len(inputs) != len(self._spec_inputs):
+            raise TypeError(message(
+                f"Keras model {self.keras_name!r} takes {len(self._spec_inputs)} input(s)",
+                expected="one positional argument per model input, in order: "
+                + ", ".join(r.layer for r in self._spec_inputs),
+                got=f"{len(inputs)} argument(s)"))
+        env = {r: self._to_tensor(x, i) for i, (r, x) in enumerate(zip(self._spec_inputs, inputs))}
+        for attr, name, k, args, kwargs in self._calls:
+            out = getattr(self, attr)(*_resolve(args, env), **_resolve(kwargs, env))
+            _store(env, name, k, out)
+        outs = [env[r] for r in self._outputs]
+        if self._output_kind == "single":
+            return outs[0]
+        if self._output_kind == "dict":
+            return dict(zip(self._output_keys, outs))
+        return tuple(outs)
+
+    def __repr__(self) -> str:
+        return self.summary().to_text()
+
+    def _repr_html_(self) -> str:
+        return self.summary().to_html()
+
+    def summary(self):
+        """Keras-style summary (layer, class, output shape, parameters) as a render View."""
+        from .summary import summary_view
+        return summary_view(self)
+
+
+def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Context,
+                examples: list) -> KerasModel:
+    """Trace ``spec`` with example inputs (Keras layout), building each layer's module."""
+    model = KerasModel(spec)
+    taken: set[str] = set()
+    env = {r: x for r, x in zip(spec.inputs, examples)}
+    for sp in spec.layers:
+        if sp.class_name == "InputLayer":
+            model._layer_rows.append((sp.name, "InputLayer", None, [env.get(Ref(sp.name, 0, 0))]))
+    for sp, k in call_order(spec):
+        node = sp.nodes[k]
+        args = _resolve(node.args, env)
+        kw = _resolve(tensor_kwargs(node), env)
+        if sp.name not in model._attr:
+            attr = sanitize(sp.name, taken)
+            module = make_module(sp, args, kw, weights, ctx)
+            model.add_module(attr, module)
+            model._attr[sp.name] = attr
+            model._layer_rows.append((sp.name, sp.class_name, attr, []))
+        attr = model._attr[sp.name]
+        with torch.no_grad():
+            out = getattr(model, attr)(*args, **kw)
+        _store(env, sp.name, k, out)
+        for row in model._layer_rows:
+            if row[0] == sp.name:
+                row[3].append(out)
+        model._calls.append((attr, sp.name, k, node.args, tensor_kwargs(node)))
+    return model
+
+
+def make_module(sp, args, kwargs, weights, ctx: Context) -> nn.Module:
+    custom = ctx.custom_layers.get(sp.path, ctx.custom_layers.get(sp.name))
+    if custom is not None:
+        from .layers.core import _custom_check
+        return _custom_check(custom, sp)
+    x = args[0] if len(args) == 1 else list(args)
+    from .nested import PreSplit, as_array, build_nested
+    ws = weights(sp.name)
+    if sp.inner is not None:
+        return build_nested(sp, args, ws, ctx)
+    if ws is not None and not isinstance(ws, PreSplit):
+        ws = [as_array(w) for w in ws]
+    return CONVERTERS[sp.class_name].build(sp, x, kwargs, ws, ctx)
+
+
+__all__ = ["KerasModel", "build_graph", "call_order", "sanitize", "_map_refs"]
