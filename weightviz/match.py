@@ -30,9 +30,6 @@ from .report import Report, Row, Status, verdict
 WRAPPERS = {"module": "DataParallel/DDP", "_orig_mod": "torch.compile",
             "_fsdp_wrapped_module": "FSDP"}
 LEADING = {"model": "a wrapper attribute such as Lightning's"}
-# containers unwrapped from in-memory dicts, in the order timm and friends try them
-CONTAINERS = ("model_state_dict", "state_dict", "model", "net", "module", "model_ema",
-              "state_dict_ema")
 _CHUNK = 1 << 22
 
 
@@ -41,11 +38,11 @@ def as_checkpoint(source) -> tuple[Checkpoint, list[str]]:
     """A Checkpoint from a path, a Checkpoint, a state dict or an nn.Module, plus the
     unwrapping done (for the report)."""
     if isinstance(source, Checkpoint):
-        return source, _kept_apart(source.extras)
+        return source, _kept_apart(source)
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         from .formats import open_checkpoint
         ckpt = open_checkpoint(source)
-        return ckpt, _kept_apart(ckpt.extras)
+        return ckpt, _kept_apart(ckpt)
     if hasattr(source, "state_dict") and callable(source.state_dict) and not isinstance(source, Mapping):
         source = source.state_dict()
     if not isinstance(source, Mapping):
@@ -53,30 +50,22 @@ def as_checkpoint(source) -> tuple[Checkpoint, list[str]]:
             f"cannot compare against a {type(source).__name__}",
             expected="a file path, a weightviz Checkpoint, a state dict or an nn.Module",
             fix="pass the checkpoint's path or its state dict", got=type(source).__name__))
-    fixes = []
-    for _ in range(3):  # {'model': {'state_dict': ...}} at most a few levels deep
-        if source and all(_is_tensor(v) for v in source.values()):
-            break
-        key = next((k for k in CONTAINERS if isinstance(source.get(k), Mapping)
-                    and any(_is_tensor(v) for v in source[k].values())), None)
-        if key is None:
-            break
-        others = sorted(str(k) for k in source if k != key)
-        fixes.append(f"unwrapped {key!r}" + (f" (kept apart: {capped(others)})" if others else ""))
-        source = source[key]
-    entries, extras = {}, {}
-    for k, v in source.items():
-        if _is_tensor(v):
-            entries[str(k)] = _entry(str(k), v)
-        else:
-            extras[str(k)] = v
-    if extras:
-        fixes.append(f"kept apart non-tensor entries: {capped(sorted(extras))}")
-    return Checkpoint(entries, format="state dict", extras=extras), fixes
+    from .formats._unwrap import unwrap
+    tensors, extras, path = unwrap(source, _is_tensor, what="the state dict")
+    entries = {k: _entry(k, v) for k, v in tensors.items()}
+    ckpt = Checkpoint(entries, format="state dict", extras=extras,
+                      metadata={"unwrapped": path} if path else {})
+    return ckpt, _kept_apart(ckpt)
 
 
-def _kept_apart(extras: dict) -> list[str]:
-    return [f"kept apart: {capped(sorted(map(str, extras)))}"] if extras else []
+def _kept_apart(ckpt: Checkpoint) -> list[str]:
+    """What unwrapping did, in words: the container opened and the entries set aside."""
+    extras = sorted(map(str, ckpt.extras))
+    kept = f" (kept apart: {capped(extras)})" if extras else ""
+    path = ckpt.metadata.get("unwrapped") if isinstance(ckpt.metadata, dict) else None
+    if path:
+        return [f"unwrapped {path!r}{kept}"]
+    return [f"kept apart: {capped(extras)}"] if extras else []
 
 
 def _is_tensor(v) -> bool:
@@ -414,7 +403,7 @@ def _strict_message(report: Report, left: list[Row]) -> str:
     hints = []
     if any(r.status == "transposed" for r in left):
         hints.append("transpose=True for the transposed tensors")
-    if any(r.status == "dtype_mismatch" for r in left):
+    if any(r.lossless is False for r in left):
         hints.append("cast=True to accept lossy casts")
     if report.rename_map() != report.rename_map(guesses=False):
         hints.append("rename=err.report.rename_map() to apply the renames found")

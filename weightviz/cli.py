@@ -1,0 +1,86 @@
+"""The ``weightviz`` command: the same text the notebook reprs show, for terminals and CI.
+
+    weightviz inspect FILE [--format NAME]
+    weightviz check FILE --model pkg.module:Class [--kwargs JSON] [--json] [--format NAME]
+
+Exit status: 0 when the file opens (inspect) or everything fits (check); 1 when
+check finds something that does not fit; 2 on a bad file or bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 on usage errors already; keep the house wording
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD, f"error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="weightviz", description="Open, inspect and check neural-network weight files.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    ins = sub.add_parser("inspect", help="print a checkpoint's summary: format, tensors, layers")
+    ins.add_argument("file")
+    ins.add_argument("--format", default=None, help="reader name, when detection is not wanted")
+    chk = sub.add_parser("check", help="compare a checkpoint with a model class; exit 1 if it does not fit")
+    chk.add_argument("file")
+    chk.add_argument("--model", required=True, metavar="pkg.module:Class",
+                     help="import path of the model class or factory (the current directory is importable)")
+    chk.add_argument("--kwargs", default=None, metavar="JSON",
+                     help='constructor arguments as a JSON object, e.g. \'{"num_classes": 10}\'')
+    chk.add_argument("--json", action="store_true", help="print the report as JSON")
+    chk.add_argument("--format", default=None, help="reader name, when detection is not wanted")
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return EXIT_BAD
+
+
+def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    args = _parser().parse_args(argv)
+    from .errors import WeightvizError
+    from .formats import open_checkpoint
+    try:
+        if args.command == "inspect":
+            print(repr(open_checkpoint(args.file, format=args.format)))
+            return EXIT_OK
+        kwargs = {}
+        if args.kwargs is not None:
+            try:
+                kwargs = json.loads(args.kwargs)
+            except json.JSONDecodeError as e:
+                return _fail(f"--kwargs is not valid JSON ({e}); expected an object such as "
+                             f"'{{\"num_classes\": 10}}'")
+            if not isinstance(kwargs, dict):
+                return _fail(f"--kwargs must be a JSON object, got {type(kwargs).__name__}")
+        if os.getcwd() not in sys.path:  # `--model mymodels:Net` from the project directory
+            sys.path.insert(0, os.getcwd())
+        from .build import from_import_path
+        from .match import check
+        model = from_import_path(args.model, kwargs)
+        report = check(model, open_checkpoint(args.file, format=args.format))
+        print(report.to_json() if args.json else repr(report))
+        return EXIT_OK if report.fits else EXIT_MISMATCH
+    except WeightvizError as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"cannot read {args.file!r}: {e.strerror or e}")
+    except Exception as e:  # noqa: BLE001 - a bad file must not end in a traceback
+        return _fail(f"unexpected {type(e).__name__} while reading {args.file!r}: {e} "
+                     f"(this is a weightviz bug; please report it)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
