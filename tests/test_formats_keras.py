@@ -60,13 +60,19 @@ def test_groups_match_keras_layer_weights(fname, reader, prefix, opts):
     order, weights, _ = expected(prefix)
     ck = reader.read(fx(fname), **opts)
     assert list(ck.groups) == order
+    if fname == "k2_weights.h5" and not opts:
+        # Known limit: a legacy weights-only file stores a sub-model's weights trainable-first
+        # and carries no config; the frozen bn_in's weights sit in the tail, so without
+        # architecture= the sub-layers come in order of first appearance (d_in, d_out, bn_in).
+        assert [n.split("/")[1] for n in ck.groups["inner"]] == ["d_in"] + ["d_out"] * 2 + ["bn_in"] * 4
+        order = [layer for layer in order if layer != "inner"]
     for layer in order:
         got = ck.layer_weights(layer)
         assert [e.shape for e in got] == [w.shape for w in weights[layer]], layer
         for e, w in zip(got, weights[layer]):
             assert e.dtype == "float32"
             np.testing.assert_array_equal(e.numpy(), w)
-    assert list(ck) == [n for layer in order for n in ck.groups[layer]]
+    assert list(ck) == [n for layer in ck.groups for n in ck.groups[layer]]
     assert ck.num_params == sum(w.size for ws in weights.values() for w in ws)
     assert "optimizer" not in " ".join(ck)
 
@@ -84,9 +90,9 @@ def test_keras3_names_are_variable_paths(fname, opts):
 
 def test_keras2_names():
     _, _, names = expected("k2")
-    for fname in ("k2_model.h5", "k2_weights.h5"):
-        ck = keras_h5.read(fx(fname))
-        assert ck.groups["bn"] == ["bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance"]
+    for fname, opts in (("k2_model.h5", {}), ("k2_weights.h5", {"architecture": fx("k2_model.json")})):
+        ck = keras_h5.read(fx(fname), **opts)
+        assert ck.groups["bn"] == ["bn/gamma", "bn/moving_mean", "bn/moving_variance"]  # center=False
         assert ck.groups["dw"] == ["dw/depthwise_kernel", "dw/bias"]
         assert ck.groups["td"] == ["td/kernel", "td/bias"]
         assert ck.groups["bilstm"][3] == "bilstm/backward_lstm/lstm_cell/kernel"
