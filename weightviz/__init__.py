@@ -66,3 +66,28 @@ def browse(source, **kwargs):
 def predict(model, samples, **kwargs):
     from .widgets import predict as _predict
     return _predict(model, samples, **kwargs)
+
+
+# `import weightviz.build` (or `.stats`, ...) makes Python set the package attribute of the
+# same name to that submodule, replacing the verb above, so a second `weightviz.build(...)`
+# would call a module.  A submodule that shares a verb's name is therefore made callable,
+# forwarding to the verb: `weightviz.build(...)` keeps working, and so does
+# `import weightviz.build as m; m.build_mlp`.
+def _keep_verbs_callable() -> None:
+    import sys
+    import types
+
+    verbs = {n: globals()[n] for n in __all__ if n[0].islower()}
+
+    class _Package(types.ModuleType):
+        def __setattr__(self, name, value):
+            verb = verbs.get(name)
+            if verb is not None and isinstance(value, types.ModuleType) and not callable(value):
+                value.__class__ = type("VerbModule", (types.ModuleType,), {
+                    "__call__": lambda self, *args, **kwargs: verb(*args, **kwargs)})
+            super().__setattr__(name, value)
+
+    sys.modules[__name__].__class__ = _Package
+
+
+_keep_verbs_callable()
