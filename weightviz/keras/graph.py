@@ -164,6 +164,8 @@ def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Con
             if row[0] == sp.name:
                 row[3].append(out)
         model._calls.append((attr, sp.name, k, node.args, tensor_kwargs(node)))
+    position = {sp.name: i for i, sp in enumerate(spec.layers)}
+    model._layer_rows.sort(key=lambda row: position.get(row[0], len(position)))
     return model
 
 
@@ -177,9 +179,13 @@ def make_module(sp, args, kwargs, weights, ctx: Context) -> nn.Module:
     ws = weights(sp.name)
     if sp.inner is not None:
         return build_nested(sp, args, ws, ctx)
+    conv = CONVERTERS[sp.class_name]
     if ws is not None and not isinstance(ws, PreSplit):
+        names = [getattr(w, "name", None) for w in ws]
+        if conv.reorder is not None and ws and all(isinstance(n, str) for n in names):
+            ws = [ws[i] for i in conv.reorder(names)]
         ws = [as_array(w) for w in ws]
-    return CONVERTERS[sp.class_name].build(sp, x, kwargs, ws, ctx)
+    return conv.build(sp, x, kwargs, ws, ctx)
 
 
 __all__ = ["KerasModel", "build_graph", "call_order", "sanitize", "_map_refs"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -83,8 +84,21 @@ class MultiHeadAttention(nn.Module):
         return y + self.attention_output_bias if self.attention_output_bias is not None else y
 
 
+def _mha_order(names: list[str]) -> list[int]:
+    """Indices putting query, key, value, output first-to-last (kernel before bias), for
+    readers that list the sub-layers in storage order; unchanged if names don't tell."""
+    parts = [("query", "query_dense"), ("key", "key_dense"), ("value", "value_dense"),
+             ("attention_output", "output_dense", "output")]
+    comps = [[c for c in re.sub(r":\d+$", "", n).split("/")] for n in names]
+    order: list[int] = []
+    for aliases in parts:
+        order += [i for i, c in enumerate(comps) if any(a in c[:-1] for a in aliases)
+                  and i not in order]
+    return order if sorted(order) == list(range(len(names))) else list(range(len(names)))
+
+
 @register("MultiHeadAttention", slots=_mha_slots, tensor_kwargs=("value", "key", "query"),
-          mask="consume")
+          mask="consume", reorder=_mha_order)
 def multi_head_attention(spec, x, kwargs, weights, ctx):
     cfg = spec.config
     if cfg.get("attention_axes") not in (None, [1], (1,), 1):
