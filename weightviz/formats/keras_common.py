@@ -232,32 +232,37 @@ def corrupt(what: str, path, err: BaseException | None = None, **kw) -> CorruptF
 
 def safe_get(group, relpath: str, *, path):
     """``group[relpath]`` following only hard links, component by component; refuses
-    external and soft links (CVE-2026-1669 class)."""
+    external, soft and user-defined links (CVE-2026-1669 class)."""
     import h5py
+    from h5py import h5l
     obj = group
     for comp in [c for c in relpath.split("/") if c]:
+        key = comp.encode("utf-8")
         try:
-            link = obj.get(comp, getlink=True)
+            info = obj.id.links.get_info(key) if obj.id.links.exists(key) else None
         except Exception as e:  # noqa: BLE001 - any h5py failure is a corrupt file
             raise corrupt(f"cannot read the HDF5 entry {relpath!r}", path, e) from None
-        if link is None:
+        if info is None:
             raise corrupt(f"the HDF5 entry {relpath!r} listed by the file is missing", path,
                           expected="every name in layer_names / weight_names to exist")
-        if isinstance(link, h5py.ExternalLink):
+        if info.type == h5l.TYPE_EXTERNAL:
+            link = obj.get(comp, getlink=True)
             raise UnsafeCheckpointError(message(
                 f"the HDF5 entry {relpath!r} in {path} is an external link to "
                 f"{link.filename!r}:{link.path!r}",
                 expected="weights stored inside the file",
                 fix="weightviz never follows links out of a file; re-save the model"), needs=["h5:external-link"])
-        if not isinstance(link, h5py.HardLink):
+        if info.type != h5l.TYPE_HARD:
             raise UnsafeCheckpointError(message(
-                f"the HDF5 entry {relpath!r} in {path} is a soft link",
+                f"the HDF5 entry {relpath!r} in {path} is a soft or user-defined link",
                 expected="plain groups and datasets (Keras never writes links)",
                 fix="re-save the model"), needs=["h5:soft-link"])
         try:
             obj = obj[comp]
         except Exception as e:  # noqa: BLE001
             raise corrupt(f"cannot open the HDF5 entry {relpath!r}", path, e) from None
+    if not isinstance(obj, (h5py.Group, h5py.Dataset)):
+        raise corrupt(f"the HDF5 entry {relpath!r} is neither a group nor a dataset", path)
     return obj
 
 

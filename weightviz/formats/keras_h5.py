@@ -221,7 +221,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
                 while n in entries or n in dsets:
                     n, k = f"{layer}/{w}#{k}", k + 1
             where = f"{wroot_path}/{layer}/{w}".lstrip("/")
-            ds = kc.safe_get(f, where, path=path)
+            ds = kc.safe_get(g, w, path=path)
             dsets[n] = kc.dataset_entry(n, ds, where, **kw)
             names.append(n)
         names = regroup(names, layer, entries_by_name.get(layer))
