@@ -202,3 +202,37 @@ def test_npz_unpaired_numbers(tmp_path):
     np.savez(tmp_path / "x.npz", W0=W[0], W1=W[1], b0=b[0], b2=b[1])
     with pytest.raises(WeightvizError, match="do not pair up"):
         wv.build_mlp(tmp_path / "x.npz", activations=["relu", "relu"])
+
+
+# -- build(): import paths and files --------------------------------------------------------
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "keras_io"
+
+
+def test_build_from_import_path_with_weights(tmp_path):
+    src = nn.Linear(4, 3)
+    torch.save(src.state_dict(), tmp_path / "lin.pt")
+    model = wv.build("torch.nn:Linear", kwargs={"in_features": 4, "out_features": 3}, weights=tmp_path / "lin.pt")
+    assert isinstance(model, nn.Linear) and torch.equal(model.weight, src.weight)
+    with pytest.raises(wv.MismatchError, match="does not fit"):
+        wv.build("torch.nn:Linear", kwargs={"in_features": 5, "out_features": 3}, weights=tmp_path / "lin.pt")
+    fresh = wv.build("torch.nn:Linear", kwargs={"in_features": 2, "out_features": 2})
+    assert isinstance(fresh, nn.Linear)
+
+
+def test_build_refuses_a_weights_only_file(tmp_path):
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(WeightvizError, match="carries no architecture") as ei:
+        wv.build(tmp_path / "w.pt")
+    assert "build_mlp" in str(ei.value)
+    with pytest.raises(WeightvizError, match="kwargs= only applies to an import path"):
+        wv.build(tmp_path / "w.pt", kwargs={"a": 1})
+
+
+@pytest.mark.skipif(not (FIXTURES / "k2_model.json").exists(), reason="Keras fixtures not generated")
+def test_build_delegates_keras_files_to_the_keras_builder():
+    """The Keras builder has its own tests; here: build() hands JSON + weights and full files over."""
+    m1 = wv.build(FIXTURES / "k2_model.json", weights=str(FIXTURES / "k2_weights.h5"))
+    m2 = wv.build(str(FIXTURES / "k2_model.h5"))
+    assert isinstance(m1, nn.Module) and isinstance(m2, nn.Module)
+    n1 = sum(p.numel() for p in m1.state_dict().values())
+    assert n1 == sum(p.numel() for p in m2.state_dict().values()) > 0

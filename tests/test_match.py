@@ -23,7 +23,8 @@ import weightviz as wv
 from weightviz import render
 from weightviz.checkpoint import Checkpoint, DataLocation, TensorEntry
 from weightviz.match import non_finite
-from weightviz.report import STATUSES, fold
+from weightviz.names import fold
+from weightviz.report import STATUSES
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -1,17 +1,7 @@
 """check()/load(): compare a checkpoint with a model, report, and load what safely fits.
 
-Names are matched in this order, each step only among names still unmatched:
-
-1. exact names;
-2. ``rename=`` (a ``{checkpoint name: model name}`` mapping or a callable);
-3. wrapper segments: ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile) and
-   ``_fsdp_wrapped_module.`` (FSDP), on either side, wherever they sit in the name;
-4. a leading ``model.`` (Lightning and other wrappers), on either side;
-5. any other leading prefix that turns at least two names into model names
-   with identical shapes (``backbone.``, ``net.`` ...), on either side;
-6. (suggested only, applied with ``guess=True``) the remaining names paired in
-   order when both sides' remaining shapes agree one for one.
-
+Names are paired by :mod:`weightviz.names` (exact, ``rename=``, wrapper prefixes,
+``model.``, other prefixes proven by shapes; shape-order pairs only as a guess).
 Headers are compared without reading data; data is read, one tensor at a time,
 only for the NaN/Inf scan, for the precision a cast would lose, and for loading.
 """
@@ -25,11 +15,9 @@ import numpy as np
 from . import dtypes
 from .checkpoint import Checkpoint, TensorEntry
 from .errors import MismatchError, WeightvizError, capped, message
+from .names import match_names, shape_order_guess
 from .report import Report, Row, Status, verdict
 
-WRAPPERS = {"module": "DataParallel/DDP", "_orig_mod": "torch.compile",
-            "_fsdp_wrapped_module": "FSDP"}
-LEADING = {"model": "a wrapper attribute such as Lightning's"}
 _CHUNK = 1 << 22
 
 
@@ -92,101 +80,6 @@ def resolve_model(model, kwargs: dict | None):
             f"cannot check against a {type(model).__name__}", expected="a torch.nn.Module or "
             'an import path "pkg.module:Class"', got=repr(model)[:80]))
     return model
-
-
-# -- matching -------------------------------------------------------------------------
-def _strip(name: str, segments) -> str:
-    """The name without wrapper segments (the last segment, the tensor's own, is kept)."""
-    parts = name.split(".")
-    return ".".join([p for p in parts[:-1] if p not in segments] + parts[-1:])
-
-
-def _rule_label(ckpt: str, model: str, extra: str | None = None) -> str:
-    cp, mp = ckpt.split(".")[:-1], model.split(".")[:-1]
-    out = []
-    for seg, why in {**WRAPPERS, **LEADING}.items():
-        d = cp.count(seg) - mp.count(seg)
-        if d > 0:
-            out.append(f"strip '{seg}.' ({why})")
-        elif d < 0:
-            out.append(f"add '{seg}.' (the model is wrapped: {why})")
-    if extra:
-        out.append(extra)
-    return " + ".join(out) or "rename"
-
-
-def _pair_by(key_c: Callable, key_m: Callable, free_c: list, free_m: list) -> dict[str, str]:
-    """ckpt -> model pairs whose keys agree uniquely on both sides."""
-    kc: dict[str, list] = {}
-    for c in free_c:
-        kc.setdefault(key_c(c), []).append(c)
-    km: dict[str, list] = {}
-    for m in free_m:
-        km.setdefault(key_m(m), []).append(m)
-    return {cs[0]: km[k][0] for k, cs in kc.items()
-            if len(cs) == 1 and len(km.get(k, ())) == 1 and cs[0] != km[k][0]}
-
-
-def match_names(ckpt_names: list[str], model_names: list[str], ckpt_shapes: dict,
-                model_shapes: dict, rename=None) -> tuple[dict[str, str], dict[str, str]]:
-    """ckpt -> model pairs (exact ones included) and ckpt -> rule labels for the renamed."""
-    mset = set(model_names)
-    pairs = {c: c for c in ckpt_names if c in mset}
-    rules: dict[str, str] = {}
-
-    def free():
-        used = set(pairs.values())
-        return [c for c in ckpt_names if c not in pairs], [m for m in model_names if m not in used]
-
-    if rename is not None:
-        fc, fm = free()
-        fmset = set(fm)
-        for c in fc:
-            target = rename(c) if callable(rename) else rename.get(c)
-            if target in fmset and target not in pairs.values():
-                pairs[c], rules[c] = target, "rename="
-    wrap = set(WRAPPERS)
-    steps = [
-        (lambda n: _strip(n, wrap), lambda n: _strip(n, wrap), None),
-        (lambda n: _lead(_strip(n, wrap), "model."), lambda n: _strip(n, wrap), None),
-        (lambda n: _strip(n, wrap), lambda n: _lead(_strip(n, wrap), "model."), None),
-    ]
-    for kc, km, extra in steps:
-        fc, fm = free()
-        for c, m in _pair_by(kc, km, fc, fm).items():
-            pairs[c], rules[c] = m, _rule_label(c, m, extra)
-    # any other leading prefix, with shapes as evidence
-    for side in ("ckpt", "model"):
-        fc, fm = free()
-        src = fc if side == "ckpt" else fm
-        prefixes = sorted({n.split(".", 1)[0] + "." for n in src if "." in n})
-        for p in prefixes:
-            fc, fm = free()
-            if side == "ckpt":
-                found = _pair_by(lambda n: _lead(n, p), lambda n: n, [c for c in fc if c.startswith(p)], fm)
-            else:
-                found = _pair_by(lambda n: n, lambda n: _lead(n, p), fc, [m for m in fm if m.startswith(p)])
-            if len(found) >= 2 and all(ckpt_shapes[c] == model_shapes[m] for c, m in found.items()):
-                why = (f"strip '{p}' (a leading prefix found by matching names)" if side == "ckpt"
-                       else f"add '{p}' (the model's names carry it)")
-                for c, m in found.items():
-                    pairs[c], rules[c] = m, why
-    return pairs, rules
-
-
-def _lead(name: str, prefix: str) -> str:
-    return name[len(prefix):] if name.startswith(prefix) else name
-
-
-def shape_order_guess(fc: list[str], fm: list[str], cshape: dict, mshape: dict) -> dict[str, str]:
-    """Unmatched names paired in order when the two shape sequences agree one for one."""
-    if not fc or len(fc) != len(fm):
-        return {}
-    for c, m in zip(fc, fm):
-        a, b = cshape[c], mshape[m]
-        if a != b and not (len(a) == 2 and a == b[::-1]):
-            return {}
-    return dict(zip(fc, fm))
 
 
 # -- data checks ----------------------------------------------------------------------

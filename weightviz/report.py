@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Iterator
 
 from . import render
 from .checkpoint import layer_of
+from .names import fold
 from .errors import capped
 
 
@@ -284,87 +284,6 @@ def headline_status(report: Report) -> str:
 
 
 # -- rendering ------------------------------------------------------------------------
-_NUM = re.compile(r"(?:(?<=^)|(?<=[./]))(\d+)(?=$|[./])")
-
-
-def _spans(name: str) -> list[tuple[int, int]]:
-    return [m.span(1) for m in _NUM.finditer(name)]
-
-
-def _ranges(nums: list[int]) -> str:
-    nums = sorted(set(nums))
-    parts, start, prev = [], nums[0], nums[0]
-    for n in nums[1:] + [None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        parts.append(str(start) if start == prev else
-                     f"{start},{prev}" if prev == start + 1 else f"{start}..{prev}")
-        if n is not None:
-            start = prev = n
-    return "{" + ",".join(parts) + "}"
-
-
-def _ckpt_template(name: str, span: tuple[int, int], ckpt: str) -> str | None:
-    """The checkpoint name with the same number replaced, when both names end alike."""
-    if not ckpt:
-        return ckpt
-    num, tail = name[span[0]:span[1]], name[span[1]:]
-    end = len(ckpt) - len(tail)
-    start = end - len(num)
-    if start < 0 or not ckpt.endswith(tail) or ckpt[start:end] != num:
-        return None
-    if start > 0 and ckpt[start - 1] not in "./":
-        return None
-    return ckpt[:start] + "\0" + ckpt[end:]
-
-
-def fold(cells: list[list]) -> list[list]:
-    """Fold rows that differ only by one number in the name (``layers.{0..11}.w``).
-
-    Each cell list is ``[status, name, ckpt_name, *rest]``; numbers folded in the
-    name are folded at the same place in the checkpoint name.
-    """
-    rows = [(c, None) for c in cells]
-    for _ in range(8):
-        changed = False
-        depth = max((len(_spans(c[1])) for c, _ in rows), default=0)
-        for pos in range(depth):
-            groups: dict[tuple, list] = {}
-            order: list[tuple] = []
-            for c, _ in rows:
-                spans = _spans(c[1])
-                if pos >= len(spans):
-                    key = ("solo", id(c))
-                    num = None
-                else:
-                    sp = spans[pos]
-                    tmpl = c[1][:sp[0]] + "\0" + c[1][sp[1]:]
-                    ck = _ckpt_template(c[1], sp, c[2])
-                    key = (c[0], tmpl, ck if ck is not None else ("solo", id(c)), *c[3:])
-                    num = int(c[1][sp[0]:sp[1]])
-                if key not in groups:
-                    groups[key] = []
-                    order.append(key)
-                groups[key].append((c, num))
-            new = []
-            for key in order:
-                members = groups[key]
-                if len(members) < 2:
-                    new.append(members[0])
-                    continue
-                changed = True
-                label = _ranges([n for _, n in members])
-                first = members[0][0]
-                folded = [first[0], key[1].replace("\0", label),
-                          key[2].replace("\0", label) if first[2] else first[2], *first[3:]]
-                new.append((folded, None))
-            rows = new
-        if not changed:
-            break
-    return [c for c, _ in rows]
-
-
 def _tensor_cell(shape, dtype) -> str:
     if shape is None:
         return "-"
