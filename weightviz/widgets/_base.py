@@ -1,0 +1,114 @@
+"""What every weightviz widget shares: one reusable matplotlib figure rendered to PNG
+bytes for an ``ipywidgets.Image``, and errors shown inside the widget.
+
+Why PNG bytes in an Image widget rather than ``display(fig)`` in an ``Output``:
+setting ``Image.value`` updates the view in place (no clear/redisplay flicker, none
+of the blank-plot races design.md §5 warns about), and rendering with the Agg
+canvas directly skips IPython's ``bbox_inches='tight'`` second draw;
+``benchmarks/bench_widgets.py`` measures both.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import traceback
+
+from ..render import esc
+
+#: CSS shared by the widgets (class names are prefixed ``wv-``).
+CSS = """
+.wv-root { font-size: 13px; }
+.wv-list select { font-family: var(--jp-code-font-family, monospace); font-size: 12px; }
+.wv-card table { border-collapse: collapse; margin: 2px 0; }
+.wv-card th, .wv-card td { padding: 1px 8px 1px 0; font-size: 12px; }
+.wv-title { font-size: 14px; }
+"""
+
+
+class Canvas:
+    """One matplotlib Figure reused for every redraw, rendered to PNG into an Image widget."""
+
+    def __init__(self, width: float, height: float, dpi: int = 96, *, css_width: str | None = None):
+        import ipywidgets as w
+        self.width, self.height, self.dpi = width, height, dpi
+        self._figure = None
+        self.image = w.Image(format="png", layout=w.Layout(
+            width=css_width or f"{int(width * dpi)}px", height="auto", max_width="100%"))
+
+    @property
+    def figure(self):
+        """The Figure (created on first use, with an Agg canvas; never registered with pyplot)."""
+        if self._figure is None:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+            self._figure = Figure(figsize=(self.width, self.height), dpi=self.dpi)
+            FigureCanvasAgg(self._figure)
+        return self._figure
+
+    def clear(self, height: float | None = None):
+        """Clear the figure (optionally resizing its height) and return it for drawing."""
+        fig = self.figure
+        fig.clear()
+        if height is not None and height != fig.get_figheight():
+            fig.set_figheight(height)
+        return fig
+
+    def show(self) -> bytes:
+        """Render the figure to PNG and put the bytes in the Image widget."""
+        buf = io.BytesIO()
+        self.figure.canvas.print_png(buf)
+        data = buf.getvalue()
+        self.image.value = data
+        self.image.layout.display = None
+        return data
+
+    def hide(self):
+        self.image.layout.display = "none"
+        self.image.value = b""
+
+
+def error_html(exc: BaseException, where: str = "") -> str:
+    """A red box with the error's type and message (the traceback folded below)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    head = f"{type(exc).__name__}: {exc}"
+    return (
+        '<div class="wv-error" style="border:1px solid #cf222e;background:#ffebe9;color:#82071e;'
+        'border-radius:4px;padding:6px 10px;margin:4px 0;white-space:pre-wrap">'
+        f"<b>weightviz could not {esc(where or 'update this view')}</b><br>{esc(head)}"
+        f'<details><summary>traceback</summary><pre style="font-size:11px">{esc(tb)}</pre>'
+        "</details></div>")
+
+
+def guarded(where: str):
+    """Decorate a widget callback: any exception is shown in the widget's ``error``
+    HTML box and kept in ``last_error`` instead of being lost in the kernel log."""
+    def wrap(method):
+        @functools.wraps(method)
+        def inner(self, *args, **kwargs):
+            try:
+                result = method(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+                self.last_error = exc
+                self.error.value = error_html(exc, where)
+                self.error.layout.display = None
+                return None
+            self.last_error = None
+            self.error.value = ""
+            self.error.layout.display = "none"
+            return result
+        return inner
+    return wrap
+
+
+def error_box():
+    import ipywidgets as w
+    return w.HTML("", layout=w.Layout(display="none", width="100%"))
+
+
+def style_tag() -> str:
+    return f"<style>{CSS}</style>"
+
+
+def short(text: str, limit: int = 40) -> str:
+    """Deterministic truncation for reprs (keeps the end of long names)."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]

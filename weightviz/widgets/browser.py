@@ -1,0 +1,336 @@
+"""LayerBrowser: a filterable list of a checkpoint's tensors; the selected one gets its
+statistics card, its layer's weight and bias histograms, and a heatmap (2-D) or a
+kernel grid (convolutions).
+
+Statistics come from :mod:`weightviz.stats` (computed per tensor on first selection
+and cached; a small checkpoint is scanned up front so the list shows every flag),
+plots from :mod:`weightviz.plots`, match status from :func:`weightviz.match.check`.
+One Figure per panel is reused and rendered to PNG (see :mod:`._base`).
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+import ipywidgets as w
+
+from ..checkpoint import Checkpoint
+from ..errors import WeightvizError, message
+from ..render import COLOURS, View, badges_html, esc, fmt_bytes, fmt_count, fmt_float, fmt_shape
+from ._base import Canvas, error_box, guarded, short, style_tag
+
+#: Scan every tensor when the browser opens if the checkpoint holds at most this many bytes.
+EAGER_BYTES = 32 << 20
+
+MARKS = {"ok": "✓", "missing": "✗", "unexpected": "+", "shape_mismatch": "≠", "transposed": "⇄",
+         "dtype_mismatch": "~", "renamed": "→", "non_finite": "!"}
+
+
+def _leaf(name: str) -> str:
+    return re.split(r"[./]", name)[-1].split(":")[0]
+
+
+class LayerBrowser(w.VBox):
+    """Browse a checkpoint layer by layer.
+
+    Programmatic use: ``select(name)``, ``selected``, ``tensor_list`` (the Select), ``filter.value = "conv"``,
+    ``log.value`` / ``clip.value``; what is shown: ``card.value`` (HTML),
+    ``last_figure`` (the histogram Figure), ``structure_figure`` (heatmap or kernel grid,
+    or None), ``shown_panels`` (tensor names drawn as histograms), ``last_error``.
+    """
+
+    def __init__(self, source, *, model=None, bins: int = 100, eager: bool | None = None,
+                 rows: int = 20):
+        from ..stats import as_checkpoint
+        self.ckpt: Checkpoint = as_checkpoint(source)
+        self.bins = int(bins)
+        self.names = list(self.ckpt)
+        self._stats: dict = {}
+        self._layer_of = {n: layer for layer, ns in self.ckpt.layers().items() for n in ns}
+        self.last_error = None
+        self.shown_panels: list[str] = []
+        self.structure_figure = None
+        self.eager = self.ckpt.nbytes <= EAGER_BYTES if eager is None else bool(eager)
+        if self.eager and self.names:
+            from ..stats import stats
+            self._stats.update(stats(self.ckpt, bins=self.bins, progress=False))
+
+        self.report = None
+        self.status: dict[str, str] = {}      # checkpoint name -> match status
+        self.missing: list[str] = []          # model names the checkpoint lacks
+        if model is not None:
+            from ..match import check
+            self.report = check(model, self.ckpt, data=self.eager)
+            for row in self.report:
+                if row.ckpt_name is not None:
+                    self.status[row.ckpt_name] = row.status.value
+                elif row.status == "missing":
+                    self.missing.append(row.name)
+
+        self._cls = "wv-lb-" + uuid.uuid4().hex[:10]
+        self.header = w.HTML(style_tag() + self._header_html())
+        self.filter = w.Text(placeholder="filter: name, shape, dtype, flag or status",
+                             continuous_update=True, layout=w.Layout(width="100%"))
+        self.tensor_list = w.Select(options=[], rows=rows, layout=w.Layout(width="100%"))
+        self.tensor_list.add_class(self._cls)
+        self.count = w.HTML()
+        self.list_style = w.HTML()
+        self.card = w.HTML(layout=w.Layout(width="100%"))
+        self.card.add_class("wv-card")
+        self.log = w.ToggleButton(value=False, description="log counts", icon="signal",
+                                  layout=w.Layout(width="auto"))
+        self.clip = w.ToggleButton(value=False, description="clip outliers", icon="compress",
+                                   layout=w.Layout(width="auto"))
+        self.error = error_box()
+        self.hist_canvas = Canvas(6.4, 2.3, dpi=96)
+        self.struct_canvas = Canvas(6.4, 2.8, dpi=96)
+        self.struct_canvas.hide()
+
+        left = w.VBox([self.filter, self.count, self.tensor_list, self.list_style],
+                      layout=w.Layout(width="440px", min_width="320px", margin="0 12px 0 0"))
+        left.add_class("wv-list")
+        right = w.VBox([self.error, self.card, w.HBox([self.log, self.clip]),
+                        self.hist_canvas.image, self.struct_canvas.image],
+                       layout=w.Layout(flex="1 1 auto", min_width="420px"))
+        super().__init__([self.header, w.HBox([left, right], layout=w.Layout(width="100%"))])
+        self.add_class("wv-root")
+
+        self.filter.observe(self._on_filter, names="value")
+        self.tensor_list.observe(self._on_select, names="value")
+        self.log.observe(self._on_toggle, names="value")
+        self.clip.observe(self._on_toggle, names="value")
+        self._refill()
+        if self.tensor_list.options:
+            self.tensor_list.value = self.tensor_list.options[0][1]
+
+    # -- public ---------------------------------------------------------------------
+    @property
+    def selected(self) -> str | None:
+        v = self.tensor_list.value
+        return None if v is None else v[1]
+
+    def select(self, name: str) -> None:
+        """Show tensor ``name`` (clears a filter that hides it)."""
+        key = ("ckpt", name) if name in self.ckpt else ("model", name) if name in self.missing else None
+        if key is None:
+            close = [n for n in self.names if name.lower() in n.lower()][:5]
+            raise KeyError(message(f"no tensor named {name!r} in this browser",
+                                   fix="pick one of browser.names" + (f"; close matches: {close}" if close else "")))
+        if key not in [v for _, v in self.tensor_list.options]:
+            self.filter.value = ""
+        self.tensor_list.value = key
+
+    def tensor_stats(self, name: str):
+        """The statistics of one tensor (computed on first use, then cached)."""
+        if name not in self._stats:
+            from ..stats import tensor_stats
+            self._stats[name] = tensor_stats(self.ckpt[name], bins=self.bins, fmt=self.ckpt.format)
+        return self._stats[name]
+
+    @property
+    def last_figure(self):
+        return self.hist_canvas.figure
+
+    @property
+    def visible(self) -> list[str]:
+        """Names currently listed (after the filter)."""
+        return [v[1] for _, v in self.tensor_list.options]
+
+    def __repr__(self) -> str:
+        sel = self.selected
+        n = len(self.names)
+        return (f"LayerBrowser({n} tensor{'s' if n != 1 else ''}, "
+                f"selected={short(sel) if sel is None else repr(short(sel))})")
+
+    # -- the list -------------------------------------------------------------------
+    def _label(self, name: str, width: int) -> str:
+        if name in self.missing:
+            return f"{MARKS['missing']} {name.ljust(width)}  missing from checkpoint"
+        e = self.ckpt[name]
+        mark = MARKS.get(self.status.get(name), "•") if self.report is not None else "•"
+        s = self._stats.get(name)
+        flags = (" ⚑ " + ",".join(s.flags)) if s is not None and s.flags else ""
+        status = self.status.get(name)
+        state = f"  [{status}]" if status not in (None, "ok") else ""
+        return f"{mark} {name.ljust(width)}  {fmt_shape(e.shape):>16}  {e.dtype:<8}{state}{flags}"
+
+    def _refill(self) -> None:
+        everything = [("ckpt", n) for n in self.names] + [("model", n) for n in self.missing]
+        width = min(max((len(v[1]) for v in everything), default=0), 32)
+        term = self.filter.value.strip().lower()
+        opts = []
+        for key in everything:
+            label = self._label(key[1], width)
+            if not term or term in label.lower():
+                opts.append((label, key))
+        current = self.tensor_list.value
+        self._quiet = True
+        try:
+            self.tensor_list.options = opts
+            if current is not None and current in [v for _, v in opts]:
+                self.tensor_list.value = current
+        finally:
+            self._quiet = False
+        shown = len(opts)
+        total = len(everything)
+        self.count.value = (f"<span style='color:#57606a;font-size:12px'>{shown} of {total} tensors"
+                            + (f" match '{esc(term)}'" if term else "") + "</span>")
+        rules = []
+        for i, (_, key) in enumerate(opts, start=1):
+            st = "missing" if key[0] == "model" else self.status.get(key[1])
+            s = self._stats.get(key[1]) if key[0] == "ckpt" else None
+            colour = COLOURS.get(st) if st and st != "ok" else (
+                COLOURS["warn"] if s is not None and s.flags else None)
+            if colour:
+                rules.append(f".{self._cls} option:nth-child({i}){{color:{colour}}}")
+        self.list_style.value = f"<style>{''.join(rules)}</style>" + self._legend_html()
+
+    def _legend_html(self) -> str:
+        if self.report is None:
+            return ("<div style='font-size:11px;color:#57606a'>⚑ = statistics flags "
+                    "(orange); select a tensor to compute its statistics</div>")
+        items = " ".join(f"<span style='color:{COLOURS.get(s, '#000')}'>{MARKS[s]} {s}</span>"
+                         for s in MARKS if s in set(self.status.values()) | ({"missing"} if self.missing else set()))
+        return f"<div style='font-size:11px'>{items}</div>"
+
+    def _header_html(self) -> str:
+        c = self.ckpt
+        bits = [f"{fmt_count(len(c))} tensors", f"{fmt_count(c.num_params)} parameters",
+                fmt_bytes(c.nbytes)]
+        head = f"<b>LayerBrowser</b> · {esc(c.format)} · " + " · ".join(bits)
+        if self.report is not None:
+            from ..report import headline_status
+            colour = COLOURS.get(headline_status(self.report), COLOURS["info"])
+            head += f"<div style='color:{colour};font-weight:bold'>{esc(self.report.verdict)}</div>"
+        return f"<div class='wv-title' style='margin-bottom:6px'>{head}</div>"
+
+    # -- callbacks ------------------------------------------------------------------
+    @guarded("filter the list")
+    def _on_filter(self, change) -> None:
+        self._refill()
+
+    def _on_select(self, change) -> None:
+        if getattr(self, "_quiet", False) or change["new"] is None:
+            return
+        self._show(change["new"])
+
+    def _on_toggle(self, change) -> None:
+        if self.tensor_list.value is not None:
+            self._show(self.tensor_list.value, structure=False)
+
+    # -- drawing --------------------------------------------------------------------
+    @guarded("show this tensor")
+    def _show(self, key, structure: bool = True) -> None:
+        kind, name = key
+        if kind == "model":
+            self._show_missing(name)
+            return
+        s = self.tensor_stats(name)
+        self.card.value = self._card_html(name, s)
+        self._draw_hist(name)
+        if structure:
+            self._draw_structure(name)
+
+    def _panels(self, name: str) -> list[str]:
+        layer = self._layer_of.get(name)
+        members = self.ckpt.layers().get(layer, []) if layer is not None else []
+        weight = [m for m in members if _leaf(m) in ("weight", "kernel")]
+        bias = [m for m in members if _leaf(m) == "bias"]
+        if weight and bias and name in (weight[0], bias[0]):
+            return [weight[0], bias[0]]
+        return [name]
+
+    def _draw_hist(self, name: str) -> None:
+        from .. import plots
+        panels = self._panels(name)
+        for p in panels:
+            self.tensor_stats(p)
+        fig = self.hist_canvas.clear()
+        axes = fig.subplots(1, len(panels), squeeze=False,
+                            gridspec_kw={"width_ratios": [3, 2][:len(panels)]})[0]
+        for ax, p in zip(axes, panels):
+            plots.hist(self._stats_source, p, bins=self.bins, log=self.log.value,
+                       clip=self.clip.value, ax=ax)
+            if p == name and len(panels) > 1:
+                ax.title.set_fontweight("bold")
+        fig.tight_layout(pad=0.6)
+        self.shown_panels = panels
+        self.hist_canvas.show()
+
+    def _draw_structure(self, name: str) -> None:
+        from .. import plots
+        e = self.ckpt[name]
+        nd = len(e.shape)
+        if nd == 2 and min(e.shape) > 1:
+            draw = plots.heatmap
+        elif nd in (3, 4, 5) and min(e.shape) > 0 and _leaf(name) in ("weight", "kernel"):
+            draw = plots.kernel_grid
+        else:
+            self.struct_canvas.hide()
+            self.structure_figure = None
+            return
+        fig = self.struct_canvas.clear()
+        draw(self.ckpt, name, ax=fig.add_subplot(1, 1, 1))
+        fig.tight_layout(pad=0.6)
+        self.struct_canvas.show()
+        self.structure_figure = fig
+
+    @property
+    def _stats_source(self):
+        return self.ckpt
+
+    def _card_html(self, name: str, s) -> str:
+        e = self.ckpt[name]
+        summary = [("layer", self._layer_of.get(name, name)), ("shape", fmt_shape(e.shape)),
+                   ("dtype", e.dtype), ("elements", fmt_count(s.numel))]
+        if s.finite:
+            summary += [("mean ± std", f"{fmt_float(s.mean)} ± {fmt_float(s.std)}"),
+                        ("min … max", f"{fmt_float(s.min)} … {fmt_float(s.max)}"),
+                        ("|max|", fmt_float(s.absmax)), ("L2 norm", fmt_float(s.norm))]
+        summary += [("zeros", f"{s.zeros:.1%}"), ("NaN / Inf", f"{s.nan} / {s.inf}")]
+        if s.dead_units:
+            summary.append(("dead units", str(s.dead_units)))
+        html = View(name, summary).to_html()
+        extra = ""
+        if s.flags:
+            extra += f"<div>flags: {badges_html(' '.join(s.flags))}</div>"
+        if self.report is not None:
+            extra += self._status_html(name)
+        return html + extra
+
+    def _status_html(self, name: str) -> str:
+        st = self.status.get(name)
+        if st is None:
+            return ""
+        row = next(r for r in self.report if r.ckpt_name == name)
+        bits = [badges_html(st)]
+        if row.model_shape is not None and row.name != name:
+            bits.append(f"model name <code>{esc(row.name)}</code>")
+        if row.model_shape is not None:
+            bits.append(f"model {esc(fmt_shape(row.model_shape))} {esc(row.model_dtype)}")
+        if row.note:
+            bits.append(esc(row.note))
+        return f"<div>match: {' · '.join(bits)}</div>"
+
+    def _show_missing(self, name: str) -> None:
+        row = next(r for r in self.report if r.name == name and r.ckpt_name is None)
+        summary = [("status", "missing from the checkpoint"),
+                   ("model shape", fmt_shape(row.model_shape or ())), ("model dtype", row.model_dtype)]
+        if row.suggestion:
+            summary.append(("closest checkpoint name", row.suggestion))
+        if row.note:
+            summary.append(("note", row.note))
+        self.card.value = View(name, summary).to_html() + f"<div>{badges_html('missing')}</div>"
+        self.hist_canvas.hide()
+        self.struct_canvas.hide()
+        self.shown_panels = []
+        self.structure_figure = None
+
+
+def browse(source, *, model=None, **options) -> LayerBrowser:
+    """A :class:`LayerBrowser` over ``source`` (path, Checkpoint, state dict or nn.Module),
+    coloured by match status when ``model`` is given."""
+    if isinstance(source, LayerBrowser):
+        raise WeightvizError(message("browse() got a LayerBrowser", expected="a path, a Checkpoint, "
+                                     "a state dict or a torch.nn.Module"))
+    return LayerBrowser(source, model=model, **options)
