@@ -1,0 +1,166 @@
+"""Refusals are early and clear: Lambda, unknown layers, masks, wrong weights; and the
+config dialects / sanitised names the builder must survive. No Keras at test time."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from weightviz.errors import (CorruptFileError, MismatchError, UnsafeCheckpointError,  # noqa: E402
+                              UnsupportedLayerError)
+from weightviz.keras import build_model, supported_layers  # noqa: E402
+from weightviz.keras.layers.conv import same_pads  # noqa: E402
+
+FIX = Path(__file__).parent / "fixtures" / "keras_models"
+
+
+def seq(*layers, version="3.15.1", shape=(None, 4), dtype="float32"):
+    entries = [{"class_name": "InputLayer", "config": {"name": "inp", "batch_shape": list(shape),
+                                                       "dtype": dtype}}]
+    entries += [{"class_name": c, "config": dict(cfg)} for c, cfg in layers]
+    return {"class_name": "Sequential", "config": {"name": "m", "layers": entries},
+            "keras_version": version, "backend": "torch"}
+
+
+class Spy:
+    """A weights callable that records every layer it was asked for."""
+
+    def __init__(self):
+        self.asked = []
+
+    def __call__(self, name):
+        self.asked.append(name)
+        return []
+
+
+LAMBDA = ("Lambda", {"name": "lam", "function": {"class_name": "__lambda__",
+                                                 "config": {"value": "4wEAAAAAAAAA"}}})
+
+
+def test_lambda_is_refused_before_anything_is_built():
+    spy = Spy()
+    with pytest.raises(UnsafeCheckpointError) as e:
+        build_model(seq(("Dense", {"name": "d", "units": 3}), LAMBDA), spy)
+    msg = str(e.value)
+    assert "'lam' (Lambda) at position #2 of model 'm'" in msg and "custom_layers" in msg
+    assert spy.asked == []                                    # no weights read, nothing built
+    assert e.value.needs
+
+
+def test_lambda_replaced_by_custom_module():
+    arch = seq(("Dense", {"name": "d", "units": 3, "use_bias": False}), LAMBDA)
+    k = np.arange(12, dtype="float32").reshape(4, 3)
+    model = build_model(arch, lambda n: [k] if n == "d" else [],
+                        custom_layers={"lam": torch.nn.Tanh()})
+    x = np.ones((2, 4), "float32")
+    assert np.allclose(model(x).detach().numpy(), np.tanh(x @ k), atol=1e-6)
+    assert isinstance(model.lam, torch.nn.Tanh)
+
+
+def test_keras2_list_form_lambda_also_refused():
+    arch = {"class_name": "Model", "keras_version": "2.4.0", "backend": "tensorflow",
+            "config": {"name": "f", "input_layers": [["i", 0, 0]], "output_layers": [["l", 0, 0]],
+                       "layers": [
+                           {"class_name": "InputLayer", "name": "i", "inbound_nodes": [],
+                            "config": {"name": "i", "batch_input_shape": [None, 3]}},
+                           {"class_name": "Lambda", "name": "l", "inbound_nodes": [[["i", 0, 0, {}]]],
+                            "config": {"name": "l", "function": ["4wEAAAAA", None, None],
+                                       "function_type": "lambda"}}]}}
+    with pytest.raises(UnsafeCheckpointError, match="'l' \\(Lambda\\) at position #1 of model 'f'"):
+        build_model(arch, None)
+
+
+def test_unsupported_layers_listed_with_class_and_position_early():
+    spy = Spy()
+    arch = seq(("Dense", {"name": "d", "units": 3}), ("ConvLSTM2D", {"name": "clstm"}),
+               ("TFOpLambda", {"name": "tf.math.add", "function": "math.add"}))
+    with pytest.raises(UnsupportedLayerError) as e:
+        build_model(arch, spy)
+    msg = str(e.value)
+    assert "'clstm' (ConvLSTM2D) at position #2 of model 'm'" in msg
+    assert "'tf.math.add' (TFOpLambda) at position #3" in msg and "2 problem(s)" in msg
+    assert spy.asked == []
+
+
+def test_unsupported_inside_nested_model_and_wrapper():
+    inner = seq(("ConvLSTM2D", {"name": "deep"}))
+    arch = seq(("Sequential", inner["config"]),
+               ("TimeDistributed", {"name": "td", "layer": {"class_name": "Foo",
+                                                            "config": {"name": "foo"}}}))
+    with pytest.raises(UnsupportedLayerError) as e:
+        build_model(arch, None)
+    assert "'deep' (ConvLSTM2D) at position #1 of model 'm'" in str(e.value)
+    assert "wrapped Foo" in str(e.value)
+
+
+def test_unknown_activation_is_unsupported():
+    with pytest.raises(UnsupportedLayerError, match="activation 'my_act'"):
+        build_model(seq(("Dense", {"name": "d", "units": 2, "activation": "my_act"})), None)
+
+
+def test_mask_reaching_an_rnn_is_refused_but_unconsumed_mask_is_fine():
+    emb = ("Embedding", {"name": "emb", "input_dim": 10, "output_dim": 3, "mask_zero": True})
+    with pytest.raises(UnsupportedLayerError, match="'lstm' \\(LSTM\\).*receives a mask"):
+        build_model(seq(emb, ("Dense", {"name": "d", "units": 3}),
+                        ("LSTM", {"name": "lstm", "units": 2}), shape=(None, 5), dtype="int32"), None)
+    with pytest.raises(UnsupportedLayerError, match="GlobalAveragePooling1D"):
+        build_model(seq(("Masking", {"name": "mk"}), ("GlobalAveragePooling1D", {"name": "gap"}),
+                        shape=(None, 5, 2)), None)
+    # mask dropped by Flatten before reaching anything that consumes it: same output as Keras
+    m = build_model(seq(emb, ("Flatten", {"name": "f"}), ("Dense", {"name": "d", "units": 2}),
+                        shape=(None, 5), dtype="int32"), None)
+    assert tuple(m(np.zeros((1, 5), "int32")).shape) == (1, 2)
+
+
+def test_unsupported_call_option_is_refused():
+    data = json.loads((FIX / "mha.json").read_text())
+    layer = next(l for l in data["config"]["layers"] if l["name"] == "mha")
+    layer["inbound_nodes"][0]["kwargs"]["return_attention_scores"] = True
+    with pytest.raises(UnsupportedLayerError, match="return_attention_scores=True"):
+        build_model(data, None)
+
+
+def test_wrong_weights_raise_mismatch_naming_the_layer():
+    arch = seq(("Dense", {"name": "d", "units": 3}))
+    with pytest.raises(MismatchError, match="'kernel' of layer 'd' \\(Dense\\).*Expected \\(4, 3\\)"):
+        build_model(arch, lambda n: [np.zeros((5, 3), "float32"), np.zeros(3, "float32")])
+    with pytest.raises(MismatchError, match="has 1 weight array"):
+        build_model(arch, lambda n: [np.zeros((4, 3), "float32")])
+
+
+def test_broken_graph_is_a_corrupt_file_error():
+    arch = json.loads((FIX / "merge.json").read_text())
+    arch["config"]["layers"][2]["inbound_nodes"][0]["args"][0]["config"]["keras_history"] = ["nope", 0, 0]
+    with pytest.raises(CorruptFileError, match="unknown layer 'nope'"):
+        build_model(arch, None)
+    with pytest.raises(CorruptFileError):
+        build_model({"class_name": "MyModel", "config": {}}, None)
+
+
+def test_names_torch_rejects_are_sanitised():
+    arch = seq(("Dense", {"name": "block.1/dense", "units": 2}), ("Dense", {"name": "forward", "units": 2}))
+    model = build_model(arch, None)
+    names = [n for n, _ in model.named_children()]
+    assert names == ["block_1_dense", "forward_"]
+    assert "block.1/dense (Dense) as .block_1_dense" in repr(model)
+
+
+def test_same_padding_rule_is_asymmetric_with_stride():
+    assert same_pads(7, 3, 2, 1) == (1, 1)
+    assert same_pads(8, 3, 2, 1) == (0, 1)                 # the silent-error case of formats §4.3
+    assert same_pads(5, 4, 1, 1) == (1, 2)
+
+
+def test_supported_layers_lists_the_families():
+    names = set(supported_layers())
+    for cls in ("Dense", "Conv2D", "DepthwiseConv2D", "SeparableConv1D", "Conv1DTranspose",
+                "AveragePooling3D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping3D",
+                "UpSampling2D", "BatchNormalization", "LayerNormalization", "Embedding",
+                "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed", "Dot",
+                "MultiHeadAttention", "PReLU", "Sequential", "Functional"):
+        assert cls in names
+    assert "Lambda" not in names
