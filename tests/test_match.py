@@ -654,3 +654,43 @@ def test_old_batchnorm_checkpoint_without_step_counter_loads_strictly():
     m = make()
     r2 = wv.load(m, sd)
     assert r2.untouched == ["bn.num_batches_tracked"] and torch.equal(m(X), src(X))
+
+
+def _expand(name: str) -> list[str]:
+    """layers.{0..2,5}.w -> the names it stands for."""
+    import re
+    m = re.search(r"\{([^}]*)\}", name)
+    if not m:
+        return [name]
+    nums = []
+    for part in m.group(1).split(","):
+        a, _, b = part.partition("..")
+        nums += range(int(a), int(b or a) + 1)
+    return [x for n in nums for x in _expand(name[:m.start()] + str(n) + name[m.end():])]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sets(st.tuples(st.integers(0, 12), st.integers(0, 3), st.sampled_from(["w", "b"])), max_size=40),
+       st.booleans())
+def test_fold_loses_no_name(triples, prefixed):
+    names = [f"blocks.{i}.sub.{j}.{t}" for i, j, t in sorted(triples)]
+    cells = [["ok", n, ("module." + n) if prefixed else "", "(2) float32"] for n in names]
+    folded = fold(cells)
+    expanded = [x for c in folded for x in _expand(c[1])]
+    assert sorted(expanded) == sorted(names)
+    if prefixed:
+        assert sorted(x for c in folded for x in _expand(c[2])) == sorted("module." + n for n in names)
+    assert len(folded) <= len(cells)
+
+
+def test_golden_html_and_load_dict():
+    sd = make(classes=4, seed=21).state_dict()
+    sd["blocks.0.bias"] = sd["blocks.0.bias"].half()
+    r = wv.check(make(), {"model." + k: v for k, v in sd.items()})
+    golden("check_head.html", r._repr_html_())
+    rl = wv.load(make(), {"model." + k: v for k, v in sd.items()}, strict=False)
+    d = json.loads(rl.to_json())
+    assert sorted(d["untouched"]) == ["head.bias", "head.weight"] and len(d["loaded"]) == N - 2
+    assert d["rename_map"]["model.bn.bias"] == "bn.bias"
+    assert rl.verdict == r.verdict == ("only the classifier head differs (4 → 10 classes): "
+                                       "expected when fine-tuning")
