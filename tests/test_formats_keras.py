@@ -335,7 +335,7 @@ def test_sniff():
     for n, head in heads.items():
         assert keras_h5.sniff(head, fx(n)) == n.endswith(".h5"), n
         assert keras_zip.sniff(head, fx(n)) == n.endswith(".keras"), n
-        assert keras_json.sniff(head, fx(n)) == n.endswith("model.json"), n
+        assert keras_json.sniff(head, fx(n)) == (n.endswith(".json") and "expected" not in n), n
 
 
 def test_registry_front_door():
@@ -420,3 +420,18 @@ def test_regroup_follows_sub_model_config_order():
         "m/b/moving_variance", "m/c/kernel"]
     assert keras_h5.regroup(stored, "m", None)[:5] == [
         "m/a/kernel", "m/b/gamma", "m/b/beta", "m/b/moving_mean", "m/b/moving_variance"]
+
+
+def test_mha_prelu_conv1d_simplernn_store():
+    """MultiHeadAttention's four projections, PReLU, Conv1D without bias, SimpleRNN."""
+    order, weights, paths = expected("k3more")
+    ck = keras_h5.read(fx("k3more.weights.h5"), architecture=fx("k3more.json"))
+    assert ck.groups == paths
+    bare = keras_h5.read(fx("k3more.weights.h5"))
+    for c in (ck, bare):
+        assert list(c.groups) == order
+        for layer in order:
+            for e, w in zip(c.layer_weights(layer), weights[layer]):
+                np.testing.assert_array_equal(e.numpy(), w)
+    assert bare.groups["mha"][0] == "mha/query/kernel"   # structure + count are enough
+    assert bare.groups["pr"] == ["pr/vars/0"]            # class unknown without a config

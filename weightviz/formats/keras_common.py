@@ -1,5 +1,6 @@
 """Shared Keras helpers: config parsing (JSON only, never deserialised), Lambda
-detection, the layer tree of a config, and safe HDF5 access for the Keras readers.
+detection, the layer tree of a config and what it says about weight names. Safe HDF5
+access lives in :mod:`weightviz.formats.keras_safe_h5`.
 
 The architecture contract every Keras reader returns in ``Checkpoint.architecture``::
 
@@ -13,16 +14,11 @@ import re
 
 import numpy as np
 
-from .. import dtypes
-from ..checkpoint import DataLocation, TensorEntry
-from ..errors import CorruptFileError, UnsafeCheckpointError, message
+from ..errors import CorruptFileError, message
 
 MAX_JSON_BYTES = 64 * 2**20
-MAX_NODES = 1_000_000          # dicts/lists walked in one config, HDF5 objects in one file
-MAX_DEPTH = 64                 # HDF5 group nesting the readers follow
+MAX_NODES = 1_000_000          # dicts/lists walked in one config
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
-# HDF5 filters built into libhdf5/h5py; anything else would load a native plugin.
-SAFE_FILTERS = {1, 2, 3, 4, 5, 6, 32000}
 
 
 def text(x) -> str:
@@ -219,179 +215,16 @@ def own_weight_names(entry: dict | None, major: int | None = 3) -> list[str] | N
         return ["kernel", "recurrent_kernel"] + bias
     if cls == "PReLU":
         return ["alpha"]
+    if cls == "EinsumDense":
+        return ["kernel"] + (["bias"] if cfg.get("bias_axes") else [])
     return None
 
 
-# --------------------------------------------------------------------------- HDF5 safety
-
-def corrupt(what: str, path, err: BaseException | None = None, **kw) -> CorruptFileError:
-    got = kw.pop("got", None) or (f"{type(err).__name__}: {str(err)[:200]}" if err else None)
-    kw.setdefault("fix", "check that the file is complete (re-download or re-save it)")
-    return CorruptFileError(message(f"{what} in {path}", got=got, **kw))
+MHA_PARTS = (("query_dense", "query"), ("key_dense", "key"), ("value_dense", "value"),
+             ("output_dense", "attention_output"))
 
 
-def safe_get(group, relpath: str, *, path):
-    """``group[relpath]`` following only hard links, component by component; refuses
-    external, soft and user-defined links (CVE-2026-1669 class)."""
-    import h5py
-    from h5py import h5l
-    obj = group
-    for comp in [c for c in relpath.split("/") if c]:
-        key = comp.encode("utf-8")
-        try:
-            info = obj.id.links.get_info(key) if obj.id.links.exists(key) else None
-        except Exception as e:  # noqa: BLE001 - any h5py failure is a corrupt file
-            raise corrupt(f"cannot read the HDF5 entry {relpath!r}", path, e) from None
-        if info is None:
-            raise corrupt(f"the HDF5 entry {relpath!r} listed by the file is missing", path,
-                          expected="every name in layer_names / weight_names to exist")
-        if info.type == h5l.TYPE_EXTERNAL:
-            link = obj.get(comp, getlink=True)
-            raise UnsafeCheckpointError(message(
-                f"the HDF5 entry {relpath!r} in {path} is an external link to "
-                f"{link.filename!r}:{link.path!r}",
-                expected="weights stored inside the file",
-                fix="weightviz never follows links out of a file; re-save the model"), needs=["h5:external-link"])
-        if info.type != h5l.TYPE_HARD:
-            raise UnsafeCheckpointError(message(
-                f"the HDF5 entry {relpath!r} in {path} is a soft or user-defined link",
-                expected="plain groups and datasets (Keras never writes links)",
-                fix="re-save the model"), needs=["h5:soft-link"])
-        try:
-            obj = obj[comp]
-        except Exception as e:  # noqa: BLE001
-            raise corrupt(f"cannot open the HDF5 entry {relpath!r}", path, e) from None
-    if not isinstance(obj, (h5py.Group, h5py.Dataset)):
-        raise corrupt(f"the HDF5 entry {relpath!r} is neither a group nor a dataset", path)
-    return obj
-
-
-def check_dataset(ds, where: str, *, path):
-    """Refuse external raw storage, virtual datasets and non-builtin filters."""
-    try:
-        external, virtual = ds.external, ds.is_virtual
-        plist = ds.id.get_create_plist()
-        filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-    except Exception as e:  # noqa: BLE001
-        raise corrupt(f"cannot read the header of dataset {where!r}", path, e) from None
-    if external or virtual:
-        kind = "external raw storage" if external else "a virtual dataset"
-        raise UnsafeCheckpointError(message(
-            f"dataset {where!r} in {path} uses {kind}", expected="data stored inside the file",
-            fix="weightviz never reads data from outside the file; re-save the model",
-            got=str(external)[:200] if external else None), needs=["h5:external-storage"])
-    bad = [f for f in filters if f not in SAFE_FILTERS]
-    if bad:
-        raise UnsafeCheckpointError(message(
-            f"dataset {where!r} in {path} needs HDF5 filter plugin(s) {bad}",
-            expected="no compression or the built-in gzip/shuffle/lzf filters",
-            fix="weightviz never loads native filter plugins; re-save without that filter"),
-            needs=[f"h5:filter-{b}" for b in bad])
-
-
-def dataset_dtype(ds, where: str, *, path) -> tuple[str, np.dtype]:
-    """Canonical dtype name and the NumPy dtype of the stored bits."""
-    dt = ds.dtype
-    if dt.kind == "V" and dt.itemsize == 2 and text(ds.attrs.get("dtype", "")) == "bfloat16":
-        return "bfloat16", np.dtype("<u2")
-    name = dtypes.from_numpy(dt)
-    if name not in dtypes.ITEMSIZE_BITS or dt.fields is not None:
-        raise corrupt(f"dataset {where!r} holds {dt} values, not numbers", path,
-                      expected="numeric weight arrays", fix="this is not a Keras weights dataset")
-    return name, dt
-
-
-def dataset_entry(name: str, ds, where: str, *, path, opener, file_size=None,
-                  mmap_path=None, base_offset=0, limit=None) -> TensorEntry:
-    """A lazy TensorEntry for one HDF5 dataset; memory-mappable when stored contiguous
-    and unfiltered inside a plain file. Reads no data."""
-    check_dataset(ds, where, path=path)
-    dtype, raw_dt = dataset_dtype(ds, where, path=path)
-    try:
-        shape, chunks = ds.shape, ds.chunks
-        offset = ds.id.get_offset() if chunks is None else None
-    except Exception as e:  # noqa: BLE001
-        raise corrupt(f"cannot read the header of dataset {where!r}", path, e) from None
-    if shape is None:
-        shape = ()
-    nbytes = int(np.prod(shape, dtype=np.float64)) * raw_dt.itemsize
-    end = (limit if limit is not None else file_size)
-    if offset is not None and end is not None and offset + nbytes > end:
-        raise corrupt(f"dataset {where!r} extends past the end of the file", path,
-                      expected=f"its {nbytes} bytes within the file's {end} bytes",
-                      fix="the file is truncated: re-download or re-save it")
-    location = None
-    if mmap_path is not None and offset is not None and nbytes > 0:
-        location = DataLocation(mmap_path, base_offset + offset, raw_dt, "C")
-
-    def load():
-        with opener() as f:
-            d = safe_get(f, where, path=path)
-            check_dataset(d, where, path=path)
-            try:
-                stored = d.id.get_storage_size()
-                if nbytes > 2**31 and nbytes > 1000 * max(stored, 1):
-                    raise corrupt(f"dataset {where!r} declares {nbytes} bytes from {stored} stored bytes",
-                                  path, expected="a plausible compression ratio")
-                arr = d[()]
-            except CorruptFileError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                raise corrupt(f"cannot read dataset {where!r}", path, e) from None
-        arr = np.asarray(arr)
-        return arr.view(raw_dt) if dtype == "bfloat16" else arr
-
-    return TensorEntry(name, shape, dtype, loader=load, location=location)
-
-
-def node_key(obj) -> int:
-    import h5py
-    return h5py.h5o.get_info(obj.id).addr
-
-
-# --------------------------------------------------------------------------- Keras 3 store groups
-
-def children(g, path):
-    """Sub-groups of an HDF5 group (hard links only), excluding ``vars``."""
-    import h5py
-    out = []
-    for k in g:
-        link = g.get(k, getlink=True)
-        if not isinstance(link, h5py.HardLink):
-            safe_get(g, k, path=path)  # raises the house error
-        if k != "vars" and isinstance(g.get(k), h5py.Group):
-            out.append(k)
-    return out
-
-
-def real_name(g, path):
-    v = g.get("vars", getlink=True)
-    if v is not None:
-        name = safe_get(g, "vars", path=path).attrs.get("name")
-        if name is not None:
-            return text(name)
-    return None
-
-
-def file_order(g):
-    """Where a group's objects sit in the file: the largest address of the group, its
-    ``vars`` group and first variable (HDF5 reuses freed space, so one address alone can
-    be out of creation order). Used to order groups only when no config tells."""
-    import h5py
-    keys = [node_key(g)]
-    v = g.get("vars", getlink=True)
-    if isinstance(v, h5py.HardLink):
-        keys.append(node_key(g["vars"]))
-        first = g["vars"].get("0", getlink=True)
-        if isinstance(first, h5py.HardLink):
-            keys.append(node_key(g["vars"]["0"]))
-    return max(keys)
-
-
-def vars_of(g, path):
-    if g.get("vars", getlink=True) is None:
-        return None, []
-    vg = safe_get(g, "vars", path=path)
-    keys = list(vg)
-    keys.sort(key=lambda k: (0, int(k)) if k.isdigit() else (1, k))
-    return vg, keys
+def mha_part(entry: dict | None) -> dict:
+    """A stand-in config for a MultiHeadAttention projection (an EinsumDense)."""
+    use_bias = ((entry or {}).get("config") or {}).get("use_bias", True)
+    return {"class_name": "EinsumDense", "config": {"bias_axes": "x" if use_bias else None}}

@@ -24,6 +24,7 @@ import re
 from ..checkpoint import Checkpoint
 from ..errors import CorruptFileError, WeightvizError, message
 from . import keras_common as kc
+from . import keras_safe_h5 as sh
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MAX_NAMES = 200_000
@@ -89,7 +90,7 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
     try:
         f = opener()
     except Exception as e:  # noqa: BLE001
-        raise kc.corrupt("cannot open the HDF5 file", path, e,
+        raise sh.corrupt("cannot open the HDF5 file", path, e,
                          expected="a complete HDF5 file written by Keras") from None
     kw = dict(path=path, opener=opener, file_size=file_size, mmap_path=mmap_path,
               base_offset=base_offset, limit=file_size)
@@ -109,7 +110,7 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
     except WeightvizError:
         raise
     except Exception as e:  # noqa: BLE001 - never let raw h5py errors escape
-        raise kc.corrupt("cannot read the Keras HDF5 structure", path, e) from None
+        raise sh.corrupt("cannot read the Keras HDF5 structure", path, e) from None
     ck.format = fmt
     if metadata:
         ck.metadata.update({k: v for k, v in metadata.items() if v is not None and k not in ck.metadata})
@@ -155,7 +156,7 @@ def _names_attr(group, name, path) -> list[str]:
     except TypeError:
         out = [kc.text(vals)]
     if len(out) > MAX_NAMES:
-        raise kc.corrupt(f"the {name} attribute lists {len(out)} entries", path,
+        raise sh.corrupt(f"the {name} attribute lists {len(out)} entries", path,
                          expected=f"at most {MAX_NAMES}")
     return [v for v in out if isinstance(v, str)]
 
@@ -204,14 +205,14 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
         arch = kc.normalise(raw, path=path, what="model_config",
                             keras_version=_attr(f, "keras_version"), backend=_attr(f, "backend"))
     wroot_path = "model_weights" if kind == "full" else ""
-    wroot = kc.safe_get(f, wroot_path, path=path) if wroot_path else f
+    wroot = sh.safe_get(f, wroot_path, path=path) if wroot_path else f
     layer_names = _names_attr(wroot, "layer_names", path)
     entries_by_name = {kc.entry_name(e): e for e in kc.layer_entries(arch)} if arch else {}
     entries, groups = {}, {}
     for layer in layer_names + ["top_level_model_weights"]:
         if layer == "top_level_model_weights" and wroot.get(layer, getlink=True) is None:
             continue
-        g = kc.safe_get(wroot, layer, path=path)
+        g = sh.safe_get(wroot, layer, path=path)
         names, dsets = [], {}
         for w in _names_attr(g, "weight_names", path):
             n = tensor_name(layer, w)
@@ -221,8 +222,8 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
                 while n in entries or n in dsets:
                     n, k = f"{layer}/{w}#{k}", k + 1
             where = f"{wroot_path}/{layer}/{w}".lstrip("/")
-            ds = kc.safe_get(g, w, path=path)
-            dsets[n] = kc.dataset_entry(n, ds, where, **kw)
+            ds = sh.safe_get(g, w, path=path)
+            dsets[n] = sh.dataset_entry(n, ds, where, **kw)
             names.append(n)
         names = regroup(names, layer, entries_by_name.get(layer))
         for n in names:
@@ -231,12 +232,12 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
             groups[layer] = names
     extras = {}
     if kind == "full" and f.get("optimizer_weights", getlink=True) is not None:
-        og = kc.safe_get(f, "optimizer_weights", path=path)
+        og = sh.safe_get(f, "optimizer_weights", path=path)
         extras["optimizer"] = {}
         for w in _names_attr(og, "weight_names", path):
             where = f"optimizer_weights/{w}"
             n = re.sub(r":\d+$", "", w)
-            extras["optimizer"][n] = kc.dataset_entry(n, kc.safe_get(f, where, path=path), where, **kw)
+            extras["optimizer"][n] = sh.dataset_entry(n, sh.safe_get(f, where, path=path), where, **kw)
     if "training_config" in f.attrs:
         try:
             extras["training_config"] = kc.load_json(kc.text(f.attrs["training_config"]).encode(),
@@ -263,30 +264,30 @@ class _Walk:
 
     def layer(self, g, where, real, entry, depth, out):
         """Append (name, TensorEntry) for group ``g`` (a layer) in ``layer.weights`` order."""
-        if depth > kc.MAX_DEPTH or len(self.seen) > kc.MAX_NODES:
-            raise kc.corrupt("the weights tree is too deep or too large", self.path,
-                             expected=f"at most {kc.MAX_DEPTH} levels")
-        key = kc.node_key(g)
+        if depth > sh.MAX_DEPTH or len(self.seen) > sh.MAX_NODES:
+            raise sh.corrupt("the weights tree is too deep or too large", self.path,
+                             expected=f"at most {sh.MAX_DEPTH} levels")
+        key = sh.node_key(g)
         if key in self.seen:
             return
         self.seen.add(key)
-        vg, keys = kc.vars_of(g, self.path)
+        vg, keys = sh.vars_of(g, self.path)
         wnames = kc.own_weight_names(entry, self.major)
         if wnames is not None and len(wnames) != len(keys):
             wnames = None
         for i, k in enumerate(keys):
             n = f"{real}/{wnames[i]}" if wnames else f"{real}/vars/{k}"
             w = f"{where}/vars/{k}"
-            out.append((n, kc.dataset_entry(n, kc.safe_get(self.f, w, path=self.path), w, **self.kw)))
+            out.append((n, sh.dataset_entry(n, sh.safe_get(self.f, w, path=self.path), w, **self.kw)))
         for child, centry, cname in self.children(g, entry):
             self.layer(g[child], f"{where}/{child}", f"{real}/{cname}", centry, depth + 1, out)
 
     def children(self, g, entry):
-        kids = kc.children(g, self.path)
+        kids = sh.children(g, self.path)
         cls = (entry or {}).get("class_name")
         ordered = []
         if "layers" in kids and (entry is None or kc.is_model(entry)):
-            lg = kc.safe_get(g, "layers", path=self.path)
+            lg = sh.safe_get(g, "layers", path=self.path)
             for sub, sentry, sname in self.layer_list(lg, kc.layer_entries(entry) if entry else None):
                 ordered.append((f"layers/{sub}", sentry, sname))
             kids.remove("layers")
@@ -300,28 +301,33 @@ class _Walk:
                                   ("backward_layer", back or inner, f"backward_{bname or base}")):
                 if k in kids:
                     kids.remove(k)
-                    ordered.append((k, e, kc.real_name(g[k], self.path) or (default if iname else k)))
+                    ordered.append((k, e, sh.real_name(g[k], self.path) or (default if iname else k)))
+        if cls == "MultiHeadAttention" or {k for k, _ in kc.MHA_PARTS} <= set(kids):
+            for k, default in kc.MHA_PARTS:
+                if k in kids:
+                    kids.remove(k)
+                    ordered.append((k, kc.mha_part(entry), sh.real_name(g[k], self.path) or default))
         for k in ("cell", "layer"):
             if k in kids:
                 kids.remove(k)
                 e = kc.wrapped(entry, k) or (entry if k == "cell" else None)
                 default = kc.cell_name(entry) if k == "cell" else (kc.entry_name(e) if e else None)
-                ordered.append((k, e, kc.real_name(g[k], self.path) or default or k))
-        for k in sorted(kids, key=lambda k: kc.file_order(g[k])):
-            ordered.append((k, None, kc.real_name(g[k], self.path) or k))
+                ordered.append((k, e, sh.real_name(g[k], self.path) or default or k))
+        for k in sorted(kids, key=lambda k: sh.file_order(g[k])):
+            ordered.append((k, None, sh.real_name(g[k], self.path) or k))
         return ordered
 
     def layer_list(self, lg, entries):
         """(group, config entry, real name) for a ``layers`` group, in model.layers order."""
-        groups = kc.children(lg, self.path)
+        groups = sh.children(lg, self.path)
         by_real = {}
         for k in groups:
-            r = kc.real_name(lg[k], self.path)
+            r = sh.real_name(lg[k], self.path)
             if r is not None:
                 by_real[r] = k
         if entries is None:
-            return [(k, None, kc.real_name(lg[k], self.path) or k)
-                    for k in sorted(groups, key=lambda k: kc.file_order(lg[k]))]
+            return [(k, None, sh.real_name(lg[k], self.path) or k)
+                    for k in sorted(groups, key=lambda k: sh.file_order(lg[k]))]
         out, used = [], set()
         for e, counter in zip(entries, kc.counter_names(entries)):
             name = kc.entry_name(e) or counter
@@ -329,8 +335,8 @@ class _Walk:
             if k is not None:
                 out.append((k, e, name))
                 used.add(k)
-        for k in sorted(set(groups) - used, key=lambda k: kc.file_order(lg[k])):
-            out.append((k, None, kc.real_name(lg[k], self.path) or k))
+        for k in sorted(set(groups) - used, key=lambda k: sh.file_order(lg[k])):
+            out.append((k, None, sh.real_name(lg[k], self.path) or k))
         return out
 
 
@@ -340,7 +346,7 @@ def _read_v3(f, arch, kw) -> Checkpoint:
     walk = _Walk(f, kw, major)
     entries, groups = {}, {}
     root = next(k for k in V3_ROOTS if f.get(k, getlink=True) is not None)
-    lg = kc.safe_get(f, root, path=path)
+    lg = sh.safe_get(f, root, path=path)
     tops = kc.layer_entries(arch) if arch else None
     if arch is not None and not tops and not kc.is_model(arch):
         tops = None
@@ -348,29 +354,29 @@ def _read_v3(f, arch, kw) -> Checkpoint:
         out: list = []
         walk.layer(lg[sub], f"{root}/{sub}", real, entry, 1, out)
         _add(entries, groups, real, out)
-    for k in kc.children(f, path):
+    for k in sh.children(f, path):
         if k in V3_ROOTS or k in ("optimizer", "metrics"):
             continue
         out = []
-        walk.layer(f[k], k, kc.real_name(f[k], path) or k, None, 1, out)
-        _add(entries, groups, kc.real_name(f[k], path) or k, out)
-    vg, keys = kc.vars_of(f, path)
+        walk.layer(f[k], k, sh.real_name(f[k], path) or k, None, 1, out)
+        _add(entries, groups, sh.real_name(f[k], path) or k, out)
+    vg, keys = sh.vars_of(f, path)
     if keys:
         model = (vg.attrs.get("name") and kc.text(vg.attrs["name"])) or "model"
-        out = [(f"{model}/vars/{k}", kc.dataset_entry(f"{model}/vars/{k}", kc.safe_get(vg, k, path=path),
+        out = [(f"{model}/vars/{k}", sh.dataset_entry(f"{model}/vars/{k}", sh.safe_get(vg, k, path=path),
                                                      f"vars/{k}", **kw))
                for k in keys]
         _add(entries, groups, model, out)
     extras = {}
     if f.get("optimizer", getlink=True) is not None:
         out = []
-        walk.layer(kc.safe_get(f, "optimizer", path=path), "optimizer", "optimizer", None, 1, out)
+        walk.layer(sh.safe_get(f, "optimizer", path=path), "optimizer", "optimizer", None, 1, out)
         extras["optimizer"] = dict(out)
     layout_name = "keras-weights-h5" + ("-tf213" if root != "layers" else "")
     meta = _meta(arch, None, layout_name, keras_version=None)
     if arch is None:
         meta["naming"] = "stored names (no config)" if not any(
-            kc.real_name(lg[k], path) for k in kc.children(lg, path)) else "vars name attributes"
+            sh.real_name(lg[k], path) for k in sh.children(lg, path)) else "vars name attributes"
     return Checkpoint(entries, "keras-h5", path, arch, meta, extras, groups)
 
 

@@ -15,6 +15,7 @@ import zipfile
 from ..checkpoint import Checkpoint
 from ..errors import CorruptFileError, UnsafeCheckpointError, WeightvizError, message
 from . import keras_common as kc
+from . import keras_safe_h5 as sh
 from . import keras_h5, keras_json
 
 MAX_MEMBERS = 10_000
@@ -176,7 +177,7 @@ def read(path, **options) -> Checkpoint:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError,
             NotImplementedError, RuntimeError) as e:
-        raise kc.corrupt("cannot read the .keras archive", path, e,
+        raise sh.corrupt("cannot read the .keras archive", path, e,
                          expected="a complete zip written by model.save('x.keras')") from None
     ck.architecture = arch
     ck.metadata.update({k: v for k, v in meta.items() if k != "layout"})
