@@ -152,11 +152,12 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
         by_rule[r] = by_rule.get(r, 0) + 1
     fixes += [f"{r}: {n} name{'s' if n > 1 else ''}" for r, n in by_rule.items()]
     inv = {m: c for c, m in pairs.items()}
+    guessed_inv = {m: c for c, m in guessed.items()}
     rows = []
     for i, m in enumerate(mnames):
         c = inv.get(m)
         if c is None:
-            sug = next((k for k, v in guessed.items() if v == m), None) if not guess else None
+            sug = guessed_inv.get(m) if not guess else None
             harmless = m.endswith("num_batches_tracked") and mshape[m] == ()
             note = ("not in the checkpoint" + ("; harmless: a BatchNorm step counter, kept as it is"
                                                if harmless else "")

@@ -30,7 +30,7 @@ def _strip(name: str, segments) -> str:
     return ".".join([p for p in parts[:-1] if p not in segments] + parts[-1:])
 
 
-def _rule_label(ckpt: str, model: str, extra: str | None = None) -> str:
+def _rule_label(ckpt: str, model: str) -> str:
     cp, mp = ckpt.split(".")[:-1], model.split(".")[:-1]
     out = []
     for seg, why in {**WRAPPERS, **LEADING}.items():
@@ -39,8 +39,6 @@ def _rule_label(ckpt: str, model: str, extra: str | None = None) -> str:
             out.append(f"strip '{seg}.' ({why})")
         elif d < 0:
             out.append(f"add '{seg}.' (the model is wrapped: {why})")
-    if extra:
-        out.append(extra)
     return " + ".join(out) or "rename"
 
 
@@ -76,20 +74,24 @@ def match_names(ckpt_names: list[str], model_names: list[str], ckpt_shapes: dict
                 pairs[c], rules[c] = target, "rename="
     wrap = set(WRAPPERS)
     steps = [
-        (lambda n: _strip(n, wrap), lambda n: _strip(n, wrap), None),
-        (lambda n: _lead(_strip(n, wrap), "model."), lambda n: _strip(n, wrap), None),
-        (lambda n: _strip(n, wrap), lambda n: _lead(_strip(n, wrap), "model."), None),
+        (lambda n: _strip(n, wrap), lambda n: _strip(n, wrap)),
+        (lambda n: _lead(_strip(n, wrap), "model."), lambda n: _strip(n, wrap)),
+        (lambda n: _strip(n, wrap), lambda n: _lead(_strip(n, wrap), "model.")),
     ]
-    for kc, km, extra in steps:
+    for kc, km in steps:
         fc, fm = free()
         for c, m in _pair_by(kc, km, fc, fm).items():
-            pairs[c], rules[c] = m, _rule_label(c, m, extra)
+            pairs[c], rules[c] = m, _rule_label(c, m)
     # any other leading prefix, with shapes as evidence
     for side in ("ckpt", "model"):
         fc, fm = free()
-        src = fc if side == "ckpt" else fm
-        prefixes = sorted({n.split(".", 1)[0] + "." for n in src if "." in n})
-        for p in prefixes:
+        src, other = (fc, set(fm)) if side == "ckpt" else (fm, set(fc))
+        hits: dict[str, int] = {}
+        for n in src:  # one pass: only prefixes that turn 2+ names into the other side's names
+            head, dot, rest = n.partition(".")
+            if dot and rest in other:
+                hits[head + "."] = hits.get(head + ".", 0) + 1
+        for p in sorted(h for h, k in hits.items() if k >= 2):
             fc, fm = free()
             if side == "ckpt":
                 found = _pair_by(lambda n: _lead(n, p), lambda n: n, [c for c in fc if c.startswith(p)], fm)
