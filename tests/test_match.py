@@ -426,7 +426,7 @@ def test_shape_order_pairs_suggested_and_applied_only_when_asked():
     assert r2.counts == {"renamed": 4} and torch.equal(m(x), src(x))
     m2 = Renamed()
     r3 = wv.load(m2, src.state_dict(), rename=r.rename_map())
-    assert r3["out.bias"].rule == "rename=" and torch.equal(m2(x), src(x))
+    assert r3["out.bias"].rule == "your rename= mapping" and torch.equal(m2(x), src(x))
     m3 = Renamed()
     wv.load(m3, src.state_dict(), rename=lambda k: {"fc1": "inp", "fc2": "out"}[k.split(".")[0]]
             + "." + k.split(".")[1])

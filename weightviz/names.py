@@ -71,7 +71,7 @@ def match_names(ckpt_names: list[str], model_names: list[str], ckpt_shapes: dict
         for c in fc:
             target = rename(c) if callable(rename) else rename.get(c)
             if target in fmset and target not in pairs.values():
-                pairs[c], rules[c] = target, "rename="
+                pairs[c], rules[c] = target, "your rename= mapping"
     wrap = set(WRAPPERS)
     steps = [
         (lambda n: _strip(n, wrap), lambda n: _strip(n, wrap)),
