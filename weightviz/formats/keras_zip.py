@@ -96,11 +96,18 @@ def _check_members(z, path):
 
 
 def _read_small(z, info, path, limit=kc.MAX_JSON_BYTES) -> bytes:
-    if info.file_size > limit or (info.compress_size and info.file_size > MAX_RATIO * info.compress_size
-                                  and info.file_size > 2**20):
+    """A member's bytes, after checking its declared size and compression ratio."""
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > limit:
         raise CorruptFileError(message(f"the member {info.filename!r} of {path} declares {info.file_size} bytes",
-                                       expected=f"at most {limit} bytes and a ratio under {MAX_RATIO}",
+                                       expected=f"at most {limit} bytes for this member",
                                        fix="this is not a genuine Keras archive (zip bomb?)"))
+    if ratio > MAX_RATIO and info.file_size > 2**20:
+        raise CorruptFileError(message(
+            f"the member {info.filename!r} of {path} declares {info.file_size} bytes from "
+            f"{info.compress_size} compressed bytes (ratio {ratio:.0f})",
+            expected=f"a compression ratio under {MAX_RATIO}",
+            fix="this is not a genuine Keras archive (zip bomb?)"))
     with z.open(info) as m:
         data = m.read(limit + 1)
     if len(data) != info.file_size:
