@@ -104,6 +104,15 @@ def test_keras2_names():
     assert ck.groups["gru"] == ["gru/gru_cell/kernel", "gru/gru_cell/recurrent_kernel", "gru/gru_cell/bias"]
 
 
+def test_architecture_option_forms():
+    want = keras_h5.read(fx("k3_model.weights.h5"), architecture=fx("k3_model.json")).groups
+    js = keras_json.read(fx("k3_model.json"))
+    for arch in (js, js.architecture, fx("k3_model.keras")):
+        assert keras_h5.read(fx("k3_model.weights.h5"), architecture=arch).groups == want
+    with pytest.raises(CorruptFileError, match="not a Keras config"):
+        keras_h5.read(fx("k3_model.weights.h5"), architecture={"layers": []})
+
+
 def test_bare_weights_h5_without_config_uses_stored_names():
     ck = keras_h5.read(fx("k2_model.weights.h5"))        # tf-keras: no name attributes
     order, weights, _ = expected("k2")

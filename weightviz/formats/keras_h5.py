@@ -118,15 +118,20 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
 
 
 def _arch_option(architecture, path):
+    """``architecture=``: a config dict, a Checkpoint that has one, or a JSON / .keras path."""
     if architecture is None:
         return None
+    if getattr(architecture, "architecture", None) is not None:
+        architecture = architecture.architecture
     if isinstance(architecture, dict):
         if {"class_name", "config"} <= set(architecture):
             return kc.normalise(architecture, path=path)
         raise CorruptFileError(message("architecture= is not a Keras config",
                                        expected='a dict with "class_name" and "config"'))
-    from . import keras_json
-    return keras_json.read(architecture).architecture
+    from . import keras_json, keras_zip
+    with open(architecture, "rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"
+    return (keras_zip if zipped else keras_json).read(architecture).architecture
 
 
 def _meta(arch, raw, kind, *, legacy_h5=False, keras_version=None, backend=None) -> dict:
