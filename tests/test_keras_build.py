@@ -20,8 +20,9 @@ import weightviz  # noqa: E402
 from weightviz.keras import build_from_checkpoint, build_model  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "keras_models"
-K3 = ["activations", "conv", "pool", "rnn", "merge", "norm_embed", "reshape", "sequential", "mha"]
-K2 = ["k2_rnn", "k2_conv_pool", "k2_merge", "k2_sequential", "k2_activations"]
+K3 = ["activations", "conv", "pool", "rnn", "merge", "norm_embed", "reshape", "sequential", "mha",
+      "masked"]
+K2 = ["k2_masked", "k2_rnn", "k2_conv_pool", "k2_merge", "k2_sequential", "k2_activations"]
 TOL = 1e-5
 
 
@@ -152,3 +153,22 @@ def test_legacy_dialects_keras1_entries_and_bare_list_sequential():
     layers[1]["config"]["batch_input_shape"] = layers[0]["config"]["batch_input_shape"]
     arch["config"] = layers[1:]                                  # bare list, no InputLayer
     assert max_error(build_model(arch, npz_weights(data)), data) <= TOL
+
+
+@pytest.mark.parametrize("name", ["masked", "k2_masked"])
+def test_masks_matter_in_the_masked_fixtures(name):
+    """Without Keras's masking the same weights predict differently (the fixtures would catch
+    a builder that ignored mask_zero / Masking)."""
+    data = io(name)
+    arch = json.loads((FIX / f"{name}.json").read_text())
+    for layer in arch["config"]["layers"]:
+        if layer["class_name"] == "Embedding":
+            layer["config"]["mask_zero"] = False
+        for node in layer["inbound_nodes"]:
+            if isinstance(node, dict):
+                node["kwargs"].pop("mask", None)
+        if layer["class_name"] == "Masking":             # same values, but no mask
+            layer["class_name"] = "Activation"
+            layer["config"] = {"name": layer["config"]["name"], "activation": "linear"}
+    model = build_model(arch, npz_weights(data))
+    assert max_error(model, data) > 1e-3

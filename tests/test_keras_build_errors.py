@@ -102,17 +102,18 @@ def test_unknown_activation_is_unsupported():
         build_model(seq(("Dense", {"name": "d", "units": 2, "activation": "my_act"})), None)
 
 
-def test_mask_reaching_an_rnn_is_refused_but_unconsumed_mask_is_fine():
-    emb = ("Embedding", {"name": "emb", "input_dim": 10, "output_dim": 3, "mask_zero": True})
-    with pytest.raises(UnsupportedLayerError, match="'lstm' \\(LSTM\\).*receives a mask"):
-        build_model(seq(emb, ("Dense", {"name": "d", "units": 3}),
-                        ("LSTM", {"name": "lstm", "units": 2}), shape=(None, 5), dtype="int32"), None)
-    with pytest.raises(UnsupportedLayerError, match="GlobalAveragePooling1D"):
-        build_model(seq(("Masking", {"name": "mk"}), ("GlobalAveragePooling1D", {"name": "gap"}),
-                        shape=(None, 5, 2)), None)
-    # mask dropped by Flatten before reaching anything that consumes it: same output as Keras
-    m = build_model(seq(emb, ("Flatten", {"name": "f"}), ("Dense", {"name": "d", "units": 2}),
-                        shape=(None, 5), dtype="int32"), None)
+def test_masks_reaching_unreproduced_layers_are_refused():
+    emb = ("Embedding", {"name": "emb", "input_dim": 10, "output_dim": 4, "mask_zero": True})
+    td = ("TimeDistributed", {"name": "td", "layer": {"class_name": "Dense",
+                                                      "config": {"name": "d", "units": 2}}})
+    with pytest.raises(UnsupportedLayerError, match="'td' \\(TimeDistributed\\).*receives a mask"):
+        build_model(seq(emb, ("Dropout", {"name": "dr"}), td, shape=(None, 5), dtype="int32"), None)
+    inner = seq(("LSTM", {"name": "l", "units": 2}))["config"]
+    with pytest.raises(UnsupportedLayerError, match="receives a mask"):
+        build_model(seq(emb, ("Sequential", inner), shape=(None, 5), dtype="int32"), None)
+    # a mask dropped (Flatten, Conv1D) before anything uses it changes nothing in Keras
+    m = build_model(seq(emb, ("Conv1D", {"name": "c", "filters": 2, "kernel_size": 2}),
+                        ("LSTM", {"name": "l", "units": 2}), shape=(None, 5), dtype="int32"), None)
     assert tuple(m(np.zeros((1, 5), "int32")).shape) == (1, 2)
 
 

@@ -6,23 +6,18 @@
 - A layer class with no converter, an unknown activation, or a call option that would change
   the result (e.g. ``return_attention_scores``) raises UnsupportedLayerError naming the layer,
   its class and its position, listing every such layer at once.
-- Masks: ``Embedding(mask_zero=True)`` and ``Masking`` make Keras RNNs, global pooling,
-  attention and TimeDistributed skip masked steps. That is not reproduced: such a model is
-  refused rather than silently predicting differently. Masks that reach no such layer (e.g.
-  Embedding(mask_zero=True) -> Flatten -> Dense) do not change Keras's output and are fine.
+- Masks: reproduced for RNNs and GlobalAveragePooling1D; refused where they would reach a
+  layer whose masked behaviour is not reproduced (see masks.py).
 """
 from __future__ import annotations
 
 from ..errors import UnsafeCheckpointError, UnsupportedLayerError, capped, message
 from .activations import activation_name, known
-from .config import LayerSpec, ModelSpec, Ref, _walk_refs
+from .config import LayerSpec, ModelSpec, _walk_refs
 from .registry import CONVERTERS, Context
 
 LAMBDA = {"Lambda"}
-IGNORED_KWARGS = {"training", "mask"}
-DROPS_MASK = {"Flatten", "Reshape", "RepeatVector", "Conv1D", "Conv2D", "Conv3D",
-              "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
-              "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+IGNORED_KWARGS = {"training"}
 
 
 def _where(sp: LayerSpec, model: ModelSpec) -> str:
@@ -75,7 +70,8 @@ def _check_node_kwargs(sp: LayerSpec, where: str, problems: list):
                 problems.append(f"{where} is called with {key}={value!r}, which is not supported")
 
 
-def scan(model: ModelSpec, ctx: Context) -> None:
+def scan(model: ModelSpec, ctx: Context) -> bool:
+    """Raise for anything that cannot be rebuilt faithfully; True if the model makes masks."""
     problems: list[str] = []
     unsafe: list[str] = []
     _scan(model, ctx, problems, unsafe)
@@ -93,7 +89,8 @@ def scan(model: ModelSpec, ctx: Context) -> None:
             expected="layers with a torch converter (see weightviz.keras.supported_layers())",
             fix="supply replacements with custom_layers={'layer_name': module}",
             got=f"{len(problems)} problem(s)"))
-    masks(model, ctx, [False] * len(model.inputs))
+    from .masks import check
+    return check(model, ctx)
 
 
 def _scan(model: ModelSpec, ctx: Context, problems: list, unsafe: list) -> None:
@@ -108,43 +105,3 @@ def _scan(model: ModelSpec, ctx: Context, problems: list, unsafe: list) -> None:
             continue
         _check_layer(sp.class_name, sp.config, ctx, where, problems, unsafe)
         _check_node_kwargs(sp, where, problems)
-
-
-def _produces_mask(sp: LayerSpec) -> bool:
-    return sp.class_name == "Masking" or (sp.class_name == "Embedding"
-                                          and bool(sp.config.get("mask_zero")))
-
-
-def masks(model: ModelSpec, ctx: Context, masked_inputs: list[bool]) -> list[bool]:
-    """Propagate 'this tensor carries a Keras mask'; refuse layers that would consume one."""
-    from .graph import call_order
-    masked: dict = {r: m for r, m in zip(model.inputs, masked_inputs)}
-    for sp, k in call_order(model):
-        node = sp.nodes[k]
-        ins = [masked.get(Ref(r.layer, r.node, r.tensor), masked.get(Ref(r.layer, r.node, 0), False))
-               for r in _walk_refs(node.args)]
-        any_in = any(ins)
-        custom = sp.path in ctx.custom_layers or sp.name in ctx.custom_layers
-        if custom:
-            out = False
-        elif sp.inner is not None:
-            outs = masks(sp.inner, ctx, ins if len(ins) == len(sp.inner.inputs) else [any_in] * len(sp.inner.inputs))
-            for i, m in enumerate(outs):
-                masked[Ref(sp.name, k, i)] = m
-            continue
-        elif _produces_mask(sp):
-            out = True
-        elif any_in and CONVERTERS[sp.class_name].mask == "consume":
-            raise UnsupportedLayerError(message(
-                f"{_where(sp, model)} receives a mask (from Embedding(mask_zero=True) or Masking); "
-                "Keras skips masked steps there, which weightviz does not reproduce",
-                expected="no mask reaching RNN, Bidirectional, TimeDistributed, global pooling "
-                         "or attention layers",
-                fix="rebuild with mask_zero=False if your inputs have no padding, or replace the "
-                    "layer with custom_layers={name: module} that handles the padding",
-                got="a masked input"))
-        else:
-            out = any_in and sp.class_name not in DROPS_MASK
-        for i in range(4):
-            masked[Ref(sp.name, k, i)] = out
-    return [masked.get(r, False) for r in model.outputs]

@@ -92,7 +92,8 @@ class KerasModel(nn.Module):
         self._input_dtypes = [s.dtype for s in spec.input_specs]
         self._outputs = list(spec.outputs)
         self._output_kind, self._output_keys = spec.output_kind, list(spec.output_keys)
-        self._calls: list[tuple[str, str, int, list, dict]] = []
+        self._calls: list[tuple] = []            # (attr, layer, node, args, kwargs, mask mode, seq)
+        self._uses_masks = False
         self._attr: dict[str, str] = {}          # keras layer name -> attribute name
         self._layer_rows: list = []              # for the summary: filled by the builder
 
@@ -115,9 +116,9 @@ class KerasModel(nn.Module):
                 + ", ".join(r.layer for r in self._spec_inputs),
                 got=f"{len(inputs)} argument(s)"))
         env = {r: self._to_tensor(x, i) for i, (r, x) in enumerate(zip(self._spec_inputs, inputs))}
-        for attr, name, k, args, kwargs in self._calls:
-            out = getattr(self, attr)(*_resolve(args, env), **_resolve(kwargs, env))
-            _store(env, name, k, out)
+        masks: dict = {}
+        for call in self._calls:
+            self._run(call, env, masks)
         outs = [env[r] for r in self._outputs]
         if self._output_kind == "single":
             return outs[0]
@@ -131,6 +132,23 @@ class KerasModel(nn.Module):
     def _repr_html_(self) -> str:
         return self.summary().to_html()
 
+    def _run(self, call, env: dict, masks: dict):
+        attr, name, k, args, kwargs, mode, seqs = call
+        module = getattr(self, attr)
+        a, kw = _resolve(args, env), _resolve(kwargs, env)
+        if not self._uses_masks:
+            out = module(*a, **kw)
+        else:
+            from .masks import input_mask, output_masks
+            m_in = input_mask([masks.get(r) for r in _walk_refs(args)])
+            if m_in is not None and mode in ("rnn", "pool") and kw.get("mask") is None:
+                kw = dict(kw, mask=m_in)            # an explicit mask= (Keras 3 configs) wins
+            out = module(*a, **kw)
+            for i, m in enumerate(output_masks(mode, module, a[0] if a else None, m_in, out, seqs)):
+                masks[Ref(name, k, i)] = m
+        _store(env, name, k, out)
+        return out
+
     def summary(self):
         """Keras-style summary (layer, class, output shape, parameters) as a render View."""
         from .summary import summary_view
@@ -140,7 +158,10 @@ class KerasModel(nn.Module):
 def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Context,
                 examples: list) -> KerasModel:
     """Trace ``spec`` with example inputs (Keras layout), building each layer's module."""
+    from .masks import mode as mask_mode, _returns_sequences as returns_sequences
     model = KerasModel(spec)
+    model._uses_masks = any(mask_mode(sp, ctx) == "produce" for sp in spec.layers)
+    masks: dict = {}
     taken: set[str] = set()
     env = {r: x for r, x in zip(spec.inputs, examples)}
     for sp in spec.layers:
@@ -157,13 +178,14 @@ def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Con
             model._attr[sp.name] = attr
             model._layer_rows.append((sp.name, sp.class_name, attr, []))
         attr = model._attr[sp.name]
+        call = (attr, sp.name, k, node.args, tensor_kwargs(node), mask_mode(sp, ctx),
+                returns_sequences(sp))
         with torch.no_grad():
-            out = getattr(model, attr)(*args, **kw)
-        _store(env, sp.name, k, out)
+            out = model._run(call, env, masks)
         for row in model._layer_rows:
             if row[0] == sp.name:
                 row[3].append(out)
-        model._calls.append((attr, sp.name, k, node.args, tensor_kwargs(node)))
+        model._calls.append(call)
     position = {sp.name: i for i, sp in enumerate(spec.layers)}
     model._layer_rows.sort(key=lambda row: position.get(row[0], len(position)))
     return model

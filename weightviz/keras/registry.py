@@ -25,7 +25,6 @@ class Converter:
     build: Callable
     slots: Callable[[dict], list[tuple[str, bool]]]
     tensor_kwargs: tuple[str, ...] = ()
-    mask: str = "propagate"          # 'propagate' | 'produce' | 'consume' | 'drop'
     reorder: Callable | None = None  # names -> index order, for readers that walk sub-groups
 
 
@@ -33,13 +32,13 @@ CONVERTERS: dict[str, Converter] = {}
 
 
 def register(*names: str, slots: Callable | list = (), tensor_kwargs: tuple = (),
-             mask: str = "propagate", reorder: Callable | None = None):
+             reorder: Callable | None = None):
     """Decorator: register ``build`` for the Keras class ``names``."""
     slot_fn = slots if callable(slots) else (lambda cfg, _s=list(slots): list(_s))
 
     def deco(fn):
         for n in names:
-            CONVERTERS[n] = Converter(fn, slot_fn, tuple(tensor_kwargs), mask, reorder)
+            CONVERTERS[n] = Converter(fn, slot_fn, tuple(tensor_kwargs), reorder)
         return fn
     return deco
 

@@ -163,8 +163,11 @@ class Embedding(nn.Embedding):
     def forward(self, x):
         return super().forward(x.long())
 
+    def compute_mask(self, x):
+        return x != 0
 
-@register("Embedding", slots=[("embeddings", True)], mask="produce")
+
+@register("Embedding", slots=[("embeddings", True)])
 def embedding(spec, x, kwargs, weights, ctx):
     cfg = spec.config
     n, d = int(cfg["input_dim"]), int(cfg["output_dim"])
@@ -175,11 +178,23 @@ def embedding(spec, x, kwargs, weights, ctx):
     return m
 
 
-@register("Masking", mask="produce")
+@register("Masking")
 def masking(spec, x, kwargs, weights, ctx):
-    value = float(spec.config.get("mask_value", 0.0))
-    return Fn(lambda t: t * (t != value).any(dim=-1, keepdim=True).to(t.dtype),
-              f"mask_value={value}")
+    return Masking(float(spec.config.get("mask_value", 0.0)))
+
+
+class Masking(Fn):
+    """Zeroes the steps whose features all equal ``mask_value``, and masks them."""
+
+    def __init__(self, value: float):
+        super().__init__(None, f"mask_value={value}")
+        self.value = value
+
+    def compute_mask(self, x):
+        return (x != self.value).any(dim=-1)
+
+    def forward(self, x):
+        return x * self.compute_mask(x).unsqueeze(-1).to(x.dtype)
 
 
 @register("InputLayer")

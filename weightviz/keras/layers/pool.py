@@ -61,14 +61,28 @@ def pool(spec, x, kwargs, weights, ctx):
 @register("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalMaxPool1D",
           "GlobalMaxPool2D", "GlobalMaxPool3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
           "GlobalAveragePooling3D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAvgPool3D",
-          mask="consume")
+          tensor_kwargs=("mask",))
 def global_pool(spec, x, kwargs, weights, ctx):
     cfg, rank = spec.config, _rank(spec.class_name)
     axes = tuple(range(1, rank + 1)) if channels_last(cfg) else tuple(range(2, rank + 2))
     keep = bool(cfg.get("keepdims", False))
     if "Max" in spec.class_name:
         return Fn(lambda t: t.amax(dim=axes, keepdim=keep), f"max over axes {axes}")
-    return Fn(lambda t: t.mean(dim=axes, keepdim=keep), f"mean over axes {axes}")
+    return GlobalAverage(axes, keep)
+
+
+class GlobalAverage(Fn):
+    """Mean over the spatial axes; with a Keras mask (1D), over the unmasked steps only."""
+
+    def __init__(self, axes, keep):
+        super().__init__(None, f"mean over axes {axes}")
+        self.axes, self.keep = axes, keep
+
+    def forward(self, x, mask=None):
+        if mask is None:
+            return x.mean(dim=self.axes, keepdim=self.keep)
+        m = mask.unsqueeze(-1 if self.axes == (1,) else 1).to(x.dtype)
+        return (x * m).sum(dim=self.axes, keepdim=self.keep) / m.sum(dim=self.axes, keepdim=self.keep)
 
 
 def _pairs(v, rank) -> list[tuple[int, int]]:

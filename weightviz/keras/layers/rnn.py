@@ -7,8 +7,8 @@ which has no ``nn.GRU`` twin, are exact). Weights keep Keras's layout (``kernel`
 
 Output semantics (formats.md §4.6): ``return_sequences=False`` gives the last step;
 ``go_backwards`` output stays reversed; Bidirectional flips the backward sequence back and
-uses each direction's final state. Masks (``Embedding(mask_zero=True)``, ``Masking``) are
-refused before building: see graph.py.
+uses each direction's final state. With a Keras mask, masked steps carry the previous state
+and output forward (zeros as output inside Bidirectional with return_sequences), as Keras.
 """
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ class KerasRNN(nn.Module):
                 f", return_state={self.return_state}, go_backwards={self.go_backwards}"
                 + (f", reset_after={self.reset_after}" if self.kind == "GRU" else ""))
 
-    def forward(self, x, initial_state=None):
+    zero_output_for_mask = False            # Bidirectional sets it when returning sequences
+
+    def forward(self, x, initial_state=None, mask=None):
         n, t_len, _ = x.shape
         u = self.units
         b_in = b_rec = None
@@ -63,6 +65,8 @@ class KerasRNN(nn.Module):
             xs = xs + b_in
         if self.go_backwards:
             xs = xs.flip(1)
+        if mask is not None:
+            mask = (mask.flip(1) if self.go_backwards else mask).bool().unsqueeze(-1)
         if initial_state is None:
             states = [x.new_zeros(n, u)] * (2 if self.kind == "LSTM" else 1)
         else:
@@ -71,8 +75,10 @@ class KerasRNN(nn.Module):
         c = states[1] if self.kind == "LSTM" else None
         rk = self.recurrent_kernel
         outs = []
+        prev = x.new_zeros(n, u)
         for t in range(t_len):
             xt = xs[:, t]
+            h_old, c_old = h, c
             if self.kind == "SimpleRNN":
                 h = self.act(xt + h @ rk)
             elif self.kind == "LSTM":
@@ -93,9 +99,17 @@ class KerasRNN(nn.Module):
                 z, r = self.rec_act(zr[:, :u]), self.rec_act(zr[:, u:])
                 hh = self.act(xt[:, 2 * u:] + (r * h) @ rk[:, 2 * u:])
                 h = z * h + (1 - z) * hh
+            out_t = h
+            if mask is not None:                 # Keras: masked steps keep state and output
+                mt = mask[:, t]
+                out_t = torch.where(mt, h, torch.zeros_like(h) if self.zero_output_for_mask else prev)
+                h = torch.where(mt, h, h_old)
+                if c is not None:
+                    c = torch.where(mt, c, c_old)
+                prev = out_t
             if self.return_sequences:
-                outs.append(h)
-        out = torch.stack(outs, 1) if self.return_sequences else h
+                outs.append(out_t)
+        out = torch.stack(outs, 1) if self.return_sequences else out_t
         if not self.return_state:
             return out
         return (out, h, c) if self.kind == "LSTM" else (out, h)
@@ -147,7 +161,7 @@ def make_rnn(spec, cfg, class_name, fin, weights, ctx, *, go_backwards=None, ret
 
 
 @register("SimpleRNN", "LSTM", "GRU", "CuDNNLSTM", "CuDNNGRU",
-          slots=rnn_slots, tensor_kwargs=("initial_state",), mask="consume")
+          slots=rnn_slots, tensor_kwargs=("initial_state", "mask"))
 def rnn(spec, x, kwargs, weights, ctx):
     return make_rnn(spec, spec.config, spec.class_name, int(x.shape[-1]), weights, ctx)
 
@@ -181,12 +195,12 @@ class Bidirectional(nn.Module):
     def extra_repr(self) -> str:
         return f"merge_mode={self.merge_mode}"
 
-    def forward(self, x, initial_state=None):
+    def forward(self, x, initial_state=None, mask=None):
         fs = bs = None
         if initial_state is not None:
             half = len(initial_state) // 2
             fs, bs = initial_state[:half], initial_state[half:]
-        yf, yb = self.forward_layer(x, fs), self.backward_layer(x, bs)
+        yf, yb = self.forward_layer(x, fs, mask), self.backward_layer(x, bs, mask)
         sf, sb = (), ()
         if self.return_state:
             yf, sf = yf[0], tuple(yf[1:])
@@ -209,7 +223,7 @@ class Bidirectional(nn.Module):
         return (tuple(y) if isinstance(y, tuple) else (y,)) + sf + sb
 
 
-@register("Bidirectional", slots=bidir_slots, tensor_kwargs=("initial_state",), mask="consume")
+@register("Bidirectional", slots=bidir_slots, tensor_kwargs=("initial_state", "mask"))
 def bidirectional(spec, x, kwargs, weights, ctx):
     cfg = spec.config
     (fc, fcfg), (bc, bcfg) = bidir_parts(cfg)
@@ -229,4 +243,6 @@ def bidirectional(spec, x, kwargs, weights, ctx):
     if mode not in ("concat", "sum", "mul", "ave", None):
         raise UnsupportedLayerError(message(f"merge_mode {mode!r} of layer {spec.path!r}",
                                             expected="concat, sum, mul, ave or None"))
-    return Bidirectional(fwd, bwd, mode, bool(fcfg.get("return_sequences", False)), rs)
+    seqs = bool(fcfg.get("return_sequences", False))
+    fwd.zero_output_for_mask = bwd.zero_output_for_mask = seqs     # as Keras's Bidirectional
+    return Bidirectional(fwd, bwd, mode, seqs, rs)

@@ -36,7 +36,7 @@ class TimeDistributed(nn.Module):
         return y.reshape((n, t) + tuple(y.shape[1:]))
 
 
-@register("TimeDistributed", slots=_td_slots, mask="consume")
+@register("TimeDistributed", slots=_td_slots)
 def time_distributed(spec, x, kwargs, weights, ctx):
     inner = inner_spec(spec)
     conv = CONVERTERS.get(inner.class_name)
@@ -98,7 +98,7 @@ def _mha_order(names: list[str]) -> list[int]:
 
 
 @register("MultiHeadAttention", slots=_mha_slots, tensor_kwargs=("value", "key", "query"),
-          mask="consume", reorder=_mha_order)
+          reorder=_mha_order)
 def multi_head_attention(spec, x, kwargs, weights, ctx):
     cfg = spec.config
     if cfg.get("attention_axes") not in (None, [1], (1,), 1):
