@@ -649,8 +649,7 @@ def test_old_batchnorm_checkpoint_without_step_counter_loads_strictly():
     del sd["bn.num_batches_tracked"]
     r = wv.check(make(), sd)
     assert r["bn.num_batches_tracked"].status == "missing" and r.fits
-    assert r.verdict == (f"all {N - 1} tensors fit (1 BatchNorm step counter missing: harmless, "
-                         f"kept as it is)")
+    assert r.verdict == f"all {N - 1} tensors fit (1 missing but harmless: BatchNorm step counters)"
     m = make()
     r2 = wv.load(m, sd)
     assert r2.untouched == ["bn.num_batches_tracked"] and torch.equal(m(X), src(X))
@@ -694,3 +693,44 @@ def test_golden_html_and_load_dict():
     assert d["rename_map"]["model.bn.bias"] == "bn.bias"
     assert rl.verdict == r.verdict == ("only the classifier head differs (4 → 10 classes): "
                                        "expected when fine-tuning")
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(7, 4)
+        self.out = nn.Linear(4, 7, bias=False)
+        self.out.weight = self.emb.weight  # tied, as language models do
+
+
+def test_tied_weight_missing_from_checkpoint_is_harmless():
+    """safetensors drops the second name of tied weights; loading the first fills both."""
+    src = Tied()
+    sd = {k: v for k, v in src.state_dict().items() if k != "out.weight"}
+    m = Tied()
+    r = wv.check(m, sd)
+    assert r["out.weight"].status == "missing" and "tied to 'emb.weight'" in r["out.weight"].note
+    assert r.fits and r.verdict == "the 1 tensor fits (1 missing but harmless: tied weights)"
+    wv.load(m, sd)
+    assert torch.equal(m.out.weight, src.emb.weight) and m.out.weight.data_ptr() == m.emb.weight.data_ptr()
+    # the untied case is a real miss
+    del sd["emb.weight"]
+    assert wv.check(Tied(), sd).verdict == "nothing would load: the model would stay random"
+
+
+def test_read_failure_is_a_corrupt_file_error_and_changes_nothing():
+    sd = make(seed=22).state_dict()
+
+    def broken():
+        raise OSError("short read")
+    ents = {k: TensorEntry(k, v.shape, str(v.dtype)[6:], loader=lambda v=v: v) for k, v in sd.items()}
+    ents["head.weight"] = TensorEntry("head.weight", (10, 6), "float32", loader=broken)
+    ck = Checkpoint(ents, format="test")
+    with pytest.raises(wv.CorruptFileError, match="could not read the data of tensor 'head.weight'.*short read"):
+        wv.check(make(), ck)
+    assert wv.check(make(), ck, data=False).fits  # headers alone are fine
+    m = make()
+    snap = snapshot(m)
+    with pytest.raises(wv.CorruptFileError):
+        wv.load(m, ck, strict=False)
+    assert same_state(m, snap)

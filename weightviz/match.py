@@ -7,6 +7,7 @@ only for the NaN/Inf scan, for the precision a cast would lose, and for loading.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Callable, Mapping
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from . import dtypes
 from .checkpoint import Checkpoint, TensorEntry
-from .errors import MismatchError, WeightvizError, capped, message
+from .errors import CorruptFileError, MismatchError, WeightvizError, capped, message
 from .names import match_names, shape_order_guess
 from .report import Report, Row, Status, verdict
 
@@ -83,10 +84,30 @@ def resolve_model(model, kwargs: dict | None):
 
 
 # -- data checks ----------------------------------------------------------------------
+@contextlib.contextmanager
+def reading(entry: TensorEntry):
+    """Turn a failure while reading one tensor's data into a CorruptFileError naming it."""
+    try:
+        yield
+    except WeightvizError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes a reader raise
+        raise CorruptFileError(message(
+            f"could not read the data of tensor {entry.name!r}",
+            expected=f"{entry.numel:,} values of {entry.dtype}",
+            fix="the file may be truncated or damaged; check it with `weightviz inspect`",
+            got=f"{type(e).__name__}: {e}")) from e
+
+
 def non_finite(entry: TensorEntry) -> tuple[int, int]:
     """(NaN count, Inf count) of a floating tensor, streamed in chunks."""
     if not (dtypes.is_float(entry.dtype) or dtypes.is_complex(entry.dtype)) or entry.numel == 0:
         return 0, 0
+    with reading(entry):
+        return _non_finite(entry)
+
+
+def _non_finite(entry: TensorEntry) -> tuple[int, int]:
     if entry.dtype in ("float16", "float32", "float64") or dtypes.is_complex(entry.dtype):
         flat = np.ravel(entry.raw(), order="K")
         nan = inf = 0
@@ -113,7 +134,8 @@ def cast_loss(entry: TensorEntry, target: str, read: bool = True) -> tuple[bool 
     if not read:
         return None, None
     import torch
-    t = entry.torch()
+    with reading(entry):
+        t = entry.torch()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         back = t.to(dtypes.to_torch(target)).to(t.dtype)
@@ -153,17 +175,17 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
     fixes += [f"{r}: {n} name{'s' if n > 1 else ''}" for r, n in by_rule.items()]
     inv = {m: c for c, m in pairs.items()}
     guessed_inv = {m: c for c, m in guessed.items()}
+    tied = _tied(msd)
     rows = []
     for i, m in enumerate(mnames):
         c = inv.get(m)
         if c is None:
             sug = guessed_inv.get(m) if not guess else None
-            harmless = m.endswith("num_batches_tracked") and mshape[m] == ()
-            note = ("not in the checkpoint" + ("; harmless: a BatchNorm step counter, kept as it is"
-                                               if harmless else "")
+            harmless = _harmless(m, mshape[m], tied.get(m), inv)
+            note = ("not in the checkpoint" + (f"; harmless: {harmless}" if harmless else "")
                     + (f"; pairs with {sug!r} by shape order" if sug else ""))
             rows.append(Row(m, Status.MISSING, model_shape=mshape[m], model_dtype=mdtype[m], note=note,
-                            suggestion=sug, order=i, fits=harmless))
+                            suggestion=sug, order=i, fits=bool(harmless)))
             continue
         rows.append(_matched_row(m, c, ckpt[c], mshape[m], mdtype[m], rules.get(c), data, i))
     for j, c in enumerate(cnames):
@@ -187,6 +209,29 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
     if lossy:
         suggestions.append(f"{lossy} tensor{'s need' if lossy > 1 else ' needs'} a lossy cast: load with cast=True")
     return rows, pairs, fixes, suggestions
+
+
+def _tied(msd: dict) -> dict[str, list[str]]:
+    """Model name -> the other names sharing its storage (tied weights)."""
+    groups: dict[tuple, list[str]] = {}
+    for k, v in msd.items():
+        try:
+            ptr = v.data_ptr()
+        except Exception:  # noqa: BLE001 - tensors without storage (meta, sparse) are never tied
+            continue
+        if ptr:
+            groups.setdefault((ptr, tuple(v.shape), tuple(v.stride()), v.dtype), []).append(k)
+    return {k: [o for o in g if o != k] for g in groups.values() if len(g) > 1 for k in g}
+
+
+def _harmless(name: str, shape: tuple, tied_to: list[str] | None, inv: dict) -> str:
+    """Why a missing model tensor does not matter, or ''."""
+    if name.endswith("num_batches_tracked") and shape == ():
+        return "a BatchNorm step counter, kept as it is"
+    present = [t for t in tied_to or () if t in inv]
+    if present:
+        return f"tied to {present[0]!r}, which is loaded"
+    return ""
 
 
 def _matched_row(m, c, e: TensorEntry, ms, md, rule, data, order) -> Row:
@@ -282,7 +327,8 @@ def _apply(model, ckpt: Checkpoint, rows: list[Row]) -> None:
     import torch
     sd = {}
     for r in rows:
-        t = ckpt[r.ckpt_name].torch()
+        with reading(ckpt[r.ckpt_name]):
+            t = ckpt[r.ckpt_name].torch()
         if r.ckpt_shape != r.model_shape:
             t = t.t()
         sd[r.name] = t.to(dtypes.to_torch(r.model_dtype)).contiguous()

@@ -208,12 +208,16 @@ def verdict(rows: list[Row], n_model: int, *, fit=None, done: bool = False) -> s
         if rules:
             how.append("after renaming: " + "; ".join(rules))
         skipped = [r for r in model_rows if r.status == "missing"]
-        verb = "loaded" if done else "fit"
-        head = f"all {n_model - len(skipped)} {'model ' if extra else ''}tensors {verb}"
+        k, kind = n_model - len(skipped), "model tensor" if extra else "tensor"
+        if k == 1:
+            head = f"the 1 {kind} {'loaded' if done else 'fits'}"
+        else:
+            head = f"all {k} {kind}s {'loaded' if done else 'fit'}"
         head += (" " + ", ".join(how)) if how else ""
         if skipped:
-            head += (f" ({_n(len(skipped), 'BatchNorm step counter')} missing: harmless, "
-                     f"kept as {'it is' if len(skipped) == 1 else 'they are'})")
+            why = sorted({"tied weights" if "tied to" in r.note else "BatchNorm step counters"
+                          for r in skipped})
+            head += f" ({len(skipped)} missing but harmless: {', '.join(why)})"
         if extra:
             head += f"; the checkpoint has {len(extra)} more the model does not use"
         return head
