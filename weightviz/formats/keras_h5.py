@@ -92,8 +92,7 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
     except Exception as e:  # noqa: BLE001
         raise sh.corrupt("cannot open the HDF5 file", path, e,
                          expected="a complete HDF5 file written by Keras") from None
-    kw = dict(path=path, opener=opener, file_size=file_size, mmap_path=mmap_path,
-              base_offset=base_offset, limit=file_size)
+    kw = dict(path=path, opener=opener, file_size=file_size, mmap_path=mmap_path, base_offset=base_offset)
     try:
         with f:
             kind = layout(f)

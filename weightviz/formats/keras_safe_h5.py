@@ -94,7 +94,7 @@ def dataset_dtype(ds, where: str, *, path) -> tuple[str, np.dtype]:
 
 
 def dataset_entry(name: str, ds, where: str, *, path, opener, file_size=None,
-                  mmap_path=None, base_offset=0, limit=None) -> TensorEntry:
+                  mmap_path=None, base_offset=0) -> TensorEntry:
     """A lazy TensorEntry for one HDF5 dataset; memory-mappable when stored contiguous
     and unfiltered inside a plain file. Reads no data."""
     check_dataset(ds, where, path=path)
@@ -107,10 +107,9 @@ def dataset_entry(name: str, ds, where: str, *, path, opener, file_size=None,
     if shape is None:
         shape = ()
     nbytes = int(np.prod(shape, dtype=np.float64)) * raw_dt.itemsize
-    end = (limit if limit is not None else file_size)
-    if offset is not None and end is not None and offset + nbytes > end:
+    if offset is not None and file_size is not None and offset + nbytes > file_size:
         raise corrupt(f"dataset {where!r} extends past the end of the file", path,
-                      expected=f"its {nbytes} bytes within the file's {end} bytes",
+                      expected=f"its {nbytes} bytes within the file's {file_size} bytes",
                       fix="the file is truncated: re-download or re-save it")
     location = None
     if mmap_path is not None and offset is not None and nbytes > 0:
