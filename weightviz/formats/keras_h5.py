@@ -1,20 +1,24 @@
 """Keras HDF5 files: Keras 1/2/tf.keras and Keras 3 legacy ``.h5`` (full model or
-weights only) and the Keras 3 / tf-keras ``.weights.h5`` store.
+weights only) and the Keras 3 / tf-keras ``.weights.h5`` store (also tf.keras 2.13's
+``_layer_checkpoint_dependencies`` variant).
 
-Tensor names are ``layer/weight`` with the real layer names; ``Checkpoint.groups`` maps
-each top-level layer to its tensors in Keras's ``layer.weights`` order.
+Tensor names are ``<top-level layer>/<rest>`` with the real layer names; ``Checkpoint.groups``
+maps each top-level layer that has weights to its tensors in Keras's ``layer.weights`` order.
 
-* Legacy ``.h5``: the stored weight name with its ``:0`` dropped; prefixed with the layer
-  group when it does not start with it (``d_in/kernel:0`` in group ``inner`` becomes
-  ``inner/d_in/kernel``); an outer-model prefix before ``<layer>/`` is dropped; Keras 1's
-  ``dense_1_W`` becomes ``dense_1/W``. A group's weights are stored trainable-first; they are
-  regrouped per sub-layer (sub-models in config order, else first appearance), which is
-  ``layer.weights`` order.
-* ``.weights.h5``: Keras 3 ``Variable.path`` rebuilt from the real names (the ``vars`` group's
-  ``name`` attribute, else the class-counter walk over the config), with each ``vars/i``
-  named by the layer class (``kernel``, ``bias``, ...) where the config determines it, else
-  ``vars/i``. Without a config and without ``name`` attributes the stored group names
-  (``dense_1``) stand in for the layer names.
+* Legacy ``.h5``: the stored weight name without ``:0``; prefixed with the layer group when it
+  does not start with it (``d_in/kernel:0`` in group ``inner`` -> ``inner/d_in/kernel``); an
+  outer-model prefix before ``<layer>/`` is dropped (``seqm/dd/kernel`` -> ``dd/kernel``);
+  Keras 1's ``dense_1_W`` -> ``dense_1/W``. Writers store a sub-model's weights
+  trainable-first; they are regrouped per sub-layer, sub-models in config order (without a
+  config: by first appearance, which misplaces a frozen sub-layer).
+* ``.weights.h5``: the real names (each ``vars`` group's ``name`` attribute, Keras >= 3.6, else
+  the class-counter walk over the config) joined like Keras 3's ``Variable.path``
+  (``bilstm/forward_lstm/lstm_cell/kernel``), each ``vars/i`` named by the layer class
+  (``kernel``, ``bias``, ``gamma`` ...) where the config determines it, else ``vars/i``.
+  Without config or ``name`` attributes the stored group names (``dense_1``) stand in.
+
+``read(path, architecture=...)`` (a config dict, a Checkpoint, or a JSON / ``.keras`` path)
+supplies the config a weights-only file lacks.
 """
 from __future__ import annotations
 
@@ -155,14 +159,11 @@ def _names_attr(group, name, path) -> list[str]:
         while f"{name}{i}" in attrs and i < 10_000:
             vals.extend(list(attrs[f"{name}{i}"]))
             i += 1
-    try:
-        out = [kc.text(v) for v in vals.tolist()] if hasattr(vals, "tolist") else [kc.text(v) for v in vals]
-    except TypeError:
-        out = [kc.text(vals)]
+    vals = vals.tolist() if hasattr(vals, "tolist") else vals
+    out = [kc.text(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals])]
     if len(out) > MAX_NAMES:
-        raise sh.corrupt(f"the {name} attribute lists {len(out)} entries", path,
-                         expected=f"at most {MAX_NAMES}")
-    return [v for v in out if isinstance(v, str)]
+        raise sh.corrupt(f"the {name} attribute lists {len(out)} entries", path, expected=f"at most {MAX_NAMES}")
+    return out
 
 
 def tensor_name(group: str, weight: str) -> str:
