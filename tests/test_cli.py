@@ -74,6 +74,15 @@ def test_check_mismatch_exit_1_text_and_json(work):
     assert d["fits"] is False and d["counts"] == {"shape_mismatch": 2, "ok": 2}
 
 
+def test_check_headers_only(work):
+    torch.save({"body.weight": torch.full((8, 4), float("nan")), "body.bias": torch.zeros(8),
+                "head.weight": torch.zeros(10, 8), "head.bias": torch.zeros(10)}, work / "nan.pt")
+    p = run("check", "nan.pt", "--model", "mymodels:Net", cwd=work)
+    assert p.returncode == 1 and "non_finite" in p.stdout
+    p = run("check", "nan.pt", "--model", "mymodels:Net", "--headers-only", cwd=work)
+    assert p.returncode == 0 and "all 4 tensors fit" in p.stdout
+
+
 def test_check_same_text_as_repr(work):
     import weightviz as wv
     sys.path.insert(0, str(work))

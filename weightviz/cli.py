@@ -1,7 +1,7 @@
 """The ``weightviz`` command: the same text the notebook reprs show, for terminals and CI.
 
     weightviz inspect FILE [--format NAME]
-    weightviz check FILE --model pkg.module:Class [--kwargs JSON] [--json] [--format NAME]
+    weightviz check FILE --model pkg.module:Class [--kwargs JSON] [--json] [--headers-only] [--format NAME]
 
 Exit status: 0 when the file opens (inspect) or everything fits (check); 1 when
 check finds something that does not fit; 2 on a bad file or bad usage.
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--kwargs", default=None, metavar="JSON",
                      help='constructor arguments as a JSON object, e.g. \'{"num_classes": 10}\'')
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
+    chk.add_argument("--headers-only", action="store_true",
+                     help="compare names, shapes and dtypes only: skip the NaN/Inf scan and cast checks")
     chk.add_argument("--format", default=None, help="reader name, when detection is not wanted")
     return p
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from .build import from_import_path
         from .match import check
         model = from_import_path(args.model, kwargs)
-        report = check(model, open_checkpoint(args.file, format=args.format))
+        report = check(model, open_checkpoint(args.file, format=args.format), data=not args.headers_only)
         print(report.to_json() if args.json else repr(report))
         return EXIT_OK if report.fits else EXIT_MISMATCH
     except WeightvizError as e:
