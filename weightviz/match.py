@@ -348,10 +348,12 @@ def _strict_message(report: Report, left: list[Row]) -> str:
     if report.rename_map() != report.rename_map(guesses=False):
         hints.append("rename=err.report.rename_map() to apply the renames found")
     fits = sum(bool(r.fits) for r in report.rows if r.status not in ("unexpected", "missing"))
-    hints.append(f"strict=False to load the {fits} tensors that fit and leave the rest untouched")
+    if fits:
+        hints.append(f"strict=False to load the {fits} tensor{'s' if fits > 1 else ''} that fit "
+                     f"and leave the rest untouched")
     names = capped(f"{r.name} ({r.status})" for r in left)
     return message(f"the checkpoint does not fit the model, so nothing was loaded: {report.verdict}",
                    expected="every model tensor in the checkpoint with the same shape and a "
                             "lossless dtype, and no tensors the model lacks",
-                   fix="see err.report for every tensor; or load with " + "; or ".join(hints),
+                   fix="See err.report for every tensor" + ("; or load with " + "; or ".join(hints) if hints else ""),
                    got=f"{counts}. Not fitting: {names}")
