@@ -123,6 +123,7 @@ def test_bare_weights_h5_without_config_uses_stored_names():
     assert [e.shape for e in ck.values()] == [w.shape for w in flat]
     ck3 = keras_h5.read(fx("k3_model.weights.h5"))        # Keras >= 3.6: real names from attrs
     assert ck3.groups["inner"][0] == "inner/d_in/vars/0"
+    assert ck3.metadata["keras_major"] == 3 and "keras_major" not in ck.metadata
 
 
 def test_architecture_contract():

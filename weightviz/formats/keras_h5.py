@@ -1,6 +1,5 @@
-"""Keras HDF5 files: Keras 1/2/tf.keras and Keras 3 legacy ``.h5`` (full model or
-weights only) and the Keras 3 / tf-keras ``.weights.h5`` store (also tf.keras 2.13's
-``_layer_checkpoint_dependencies`` variant).
+"""Keras HDF5 files: Keras 1/2/tf.keras and Keras 3 legacy ``.h5`` (full model or weights
+only), the Keras 3 / tf-keras ``.weights.h5`` store (and tf.keras 2.13's variant).
 
 Tensor names are ``<top-level layer>/<rest>`` with the real layer names; ``Checkpoint.groups``
 maps each top-level layer that has weights to its tensors in Keras's ``layer.weights`` order.
@@ -256,8 +255,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
 
 
 def _attr(obj, name):
-    v = obj.attrs.get(name)
-    return kc.text(v) if v is not None else None
+    return kc.text(obj.attrs[name]) if name in obj.attrs else None
 
 
 # --------------------------------------------------------------------------- .weights.h5
@@ -380,8 +378,10 @@ def _read_v3(f, arch, kw) -> Checkpoint:
     layout_name = "keras-weights-h5" + ("-tf213" if root != "layers" else "")
     meta = _meta(arch, None, layout_name, keras_version=None)
     if arch is None:
-        meta["naming"] = "stored names (no config)" if not any(
-            sh.real_name(lg[k], path) for k in sh.children(lg, path)) else "vars name attributes"
+        named = any(sh.real_name(lg[k], path) for k in sh.children(lg, path))
+        meta["naming"] = "vars name attributes" if named else "stored names (no config)"
+        if named:
+            meta["keras_major"] = 3      # only Keras >= 3.6 writes the name attributes
     return Checkpoint(entries, "keras-h5", path, arch, meta, extras, groups)
 
 
