@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import WeightvizError, message
+from .errors import WeightvizError, capped, message
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -41,9 +41,10 @@ def from_import_path(spec: str, kwargs: dict | None = None):
                                          "current directory holds it", got=f"{type(e).__name__}: {e}")) from e
     for part in attr.split("."):
         if not hasattr(obj, part):
+            public = sorted(n for n in dir(obj) if not n.startswith("_"))
             raise WeightvizError(message(f"module {mod_name!r} has no attribute {attr!r}",
                                          fix="name a class or factory function defined in that module",
-                                         got=f"names there: {sorted(n for n in dir(obj) if not n.startswith('_'))[:20]}"))
+                                         got=f"names there: {capped(public, 20)}"))
         obj = getattr(obj, part)
     if not callable(obj):
         raise WeightvizError(message(f"{spec!r} is not callable", expected="a class or a factory function"))

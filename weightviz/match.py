@@ -204,10 +204,12 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
     fixes += [f"{k}: {n} tensor{'s' if n > 1 else ''}" for k, n in casts.items()]
     n_t = sum(r.status == "transposed" for r in rows)
     if n_t:
-        suggestions.append(f"{n_t} tensor{'s are' if n_t > 1 else ' is'} stored transposed: load with transpose=True")
+        suggestions.append(f"{n_t} tensor{'s are' if n_t > 1 else ' is'} stored transposed: "
+                           f"load with transpose=True")
     lossy = sum(r.status == "dtype_mismatch" and not r.lossless for r in rows)
     if lossy:
-        suggestions.append(f"{lossy} tensor{'s need' if lossy > 1 else ' needs'} a lossy cast: load with cast=True")
+        suggestions.append(f"{lossy} tensor{'s need' if lossy > 1 else ' needs'} a lossy cast: "
+                           f"load with cast=True")
     return rows, pairs, fixes, suggestions
 
 
@@ -355,5 +357,6 @@ def _strict_message(report: Report, left: list[Row]) -> str:
     return message(f"the checkpoint does not fit the model, so nothing was loaded: {report.verdict}",
                    expected="every model tensor in the checkpoint with the same shape and a "
                             "lossless dtype, and no tensors the model lacks",
-                   fix="See err.report for every tensor" + ("; or load with " + "; or ".join(hints) if hints else ""),
+                   fix="See err.report for every tensor"
+                       + ("; or load with " + "; or ".join(hints) if hints else ""),
                    got=f"{counts}. Not fitting: {names}")
