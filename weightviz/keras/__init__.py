@@ -88,7 +88,7 @@ def build_model(architecture: dict, weights: Callable[[str], list] | None, *,
 def build_from_checkpoint(ckpt, weights_ckpt=None, custom_layers: dict | None = None):
     """Build from weightviz Checkpoints: ``ckpt.architecture`` and the weights of
     ``weights_ckpt`` (default: ``ckpt`` itself), read per layer with ``layer_weights``."""
-    from ..errors import UnknownFormatError, message
+    from ..errors import UnknownFormatError, WeightvizError, message
     arch = getattr(ckpt, "architecture", None)
     if not isinstance(arch, dict):
         raise UnknownFormatError(message(
@@ -97,6 +97,15 @@ def build_from_checkpoint(ckpt, weights_ckpt=None, custom_layers: dict | None = 
             fix="pass the architecture JSON and the weights file: build(json_path, weights=h5)",
             got=f"a {getattr(ckpt, 'format', '?')} checkpoint"))
     src = weights_ckpt if weights_ckpt is not None else ckpt
+    if (weights_ckpt is not None and weights_ckpt.architecture is None
+            and weights_ckpt.format == "keras-h5" and weights_ckpt.path):
+        # re-read the weights knowing the architecture: real layer names for files without
+        # name attributes (Keras < 3.6) and sub-model weights grouped per layer
+        from ..formats import open_checkpoint
+        try:
+            src = open_checkpoint(weights_ckpt.path, architecture=arch)
+        except WeightvizError:        # keep the checkpoint as given; its names may suffice
+            src = weights_ckpt
     version = None
     for c in (ckpt, src):
         meta = getattr(c, "metadata", None) or {}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CorruptFileError, message
+from ..errors import CorruptFileError, WeightvizError, message
 from .config import ModelSpec, Node, Ref, _map_refs, _walk_refs
 from .registry import CONVERTERS, Context
 
@@ -207,7 +207,16 @@ def make_module(sp, args, kwargs, weights, ctx: Context) -> nn.Module:
         if conv.reorder is not None and ws and all(isinstance(n, str) for n in names):
             ws = [ws[i] for i in conv.reorder(names)]
         ws = [as_array(w) for w in ws]
-    return conv.build(sp, x, kwargs, ws, ctx)
+    try:
+        return conv.build(sp, x, kwargs, ws, ctx)
+    except WeightvizError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptFileError(message(
+            f"the config of layer {sp.path!r} ({sp.class_name}) cannot be read",
+            expected=f"a {sp.class_name} config as Keras 2/3 writes it",
+            fix="check the architecture JSON (Keras 1 configs use other keys for some layers)",
+            got=f"{type(e).__name__}: {e}")) from None
 
 
 __all__ = ["KerasModel", "build_graph", "call_order", "sanitize", "_map_refs"]

@@ -1,11 +1,12 @@
 """Nested models (a Sequential/Functional used as a layer): split its flat weight list.
 
 A nested model's weights come as one list, in one of two orders (formats.md §1.1, trap 6):
-- depth-first, layer by layer (Keras 3 ``model.weights``, ``.keras`` / ``.weights.h5`` walk);
-- all trainable weights first, then all non-trainable ones (every legacy HDF5 writer, and
-  tf.keras ``model.weights``); a frozen layer moves entirely to the tail.
+- depth-first, layer by layer (``layer.weights`` in Keras 3 and tf-keras, the ``.keras`` /
+  ``.weights.h5`` walk);
+- all trainable weights first, then all non-trainable ones (the legacy HDF5 ``weight_names``
+  of every writer); a frozen layer moves entirely to the tail.
 When the arrays carry names (checkpoint entries), the order whose variable names fit best is
-taken; otherwise the Keras version decides, and the other order is tried if shapes disagree.
+taken; otherwise depth-first, and the other order is tried if the shapes disagree.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def build_nested(sp: LayerSpec, args, flat, ctx: Context, weights_names=None):
     else:
         names = [getattr(w, "name", None) for w in flat]
         arrays = [as_array(w) for w in flat]
-        candidates = split(inner, arrays, names, ctx, prefer_split=ctx.major < 3)
+        candidates = split(inner, arrays, names, ctx, prefer_split=False)
     error = None
     for per in candidates:
         def weights(name, _per=per):

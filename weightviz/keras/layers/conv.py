@@ -92,8 +92,7 @@ def _perm_in(rank):       # Keras (k..., in, out) -> torch (out, in, k...)
     return (rank + 1, rank) + tuple(range(rank))
 
 
-@register("Conv1D", "Conv2D", "Conv3D", "Convolution1D", "Convolution2D", "Convolution3D",
-          slots=lambda c: bias_slots(c, "kernel"))
+@register("Conv1D", "Conv2D", "Conv3D", slots=lambda c: bias_slots(c, "kernel"))
 def conv(spec, x, kwargs, weights, ctx):
     rank = int(spec.class_name[-2])
     cfg, padding, cl, cin, k, s, d, act = _common(spec, x, rank, ctx)
@@ -130,8 +129,7 @@ def depthwise(spec, x, kwargs, weights, ctx):
     return m
 
 
-@register("SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "SeparableConvolution2D",
-          slots=lambda c: bias_slots(c, "depthwise_kernel", "pointwise_kernel"))
+@register("SeparableConv1D", "SeparableConv2D", slots=lambda c: bias_slots(c, "depthwise_kernel", "pointwise_kernel"))
 def separable(spec, x, kwargs, weights, ctx):
     rank = int(spec.class_name[-2])
     cfg, padding, cl, cin, k, s, d, act = _common(spec, x, rank, ctx)
@@ -188,10 +186,10 @@ class KerasConvTranspose(nn.Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}"
 
 
-@register("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Deconvolution2D",
-          "Convolution2DTranspose", slots=lambda c: bias_slots(c, "kernel"))
+@register("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+          slots=lambda c: bias_slots(c, "kernel"))
 def conv_transpose(spec, x, kwargs, weights, ctx):
-    rank = int(spec.class_name.replace("Transpose", "").replace("Deconvolution", "Conv")[-2])
+    rank = int(spec.class_name.replace("Transpose", "")[-2])
     cfg, padding, cl, cin, k, s, d, act = _common(spec, x, rank, ctx)
     if int(cfg.get("groups", 1)) != 1:
         raise UnsupportedLayerError(message(f"grouped transposed convolution {spec.path!r}",

@@ -40,7 +40,7 @@ class Dense(nn.Linear):
 @register("Dense", slots=lambda c: [("kernel", True)] + ([("bias", True)] if c.get("use_bias", True) else []))
 def dense(spec, x, kwargs, weights, ctx):
     cfg = spec.config
-    fin, units = int(x.shape[-1]), int(cfg["units"])
+    fin, units = int(x.shape[-1]), int(cfg.get("units", cfg.get("output_dim")))   # Keras 1
     use_bias = cfg.get("use_bias", True)
     exp = [("kernel", (fin, units))] + ([("bias", (units,))] if use_bias else [])
     ws = take(spec, weights, exp)
