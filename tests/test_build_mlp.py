@@ -75,6 +75,16 @@ def test_npy_object_arrays_predict_like_numpy(tmp_path):
     np.testing.assert_allclose(predict(model, X), numpy_forward(X, W, b, ACTS), atol=1e-6, rtol=0)
 
 
+def test_npy_object_arrays_many_layers_keep_their_order(tmp_path):
+    sizes = [(5, 5 + i) if i == 0 else (4 + i, 5 + i) for i in range(12)]
+    W, b = seeded_net(seed=12, sizes=sizes)
+    np.save(tmp_path / "w.npy", object_array(W), allow_pickle=True)
+    np.save(tmp_path / "b.npy", object_array(b), allow_pickle=True)
+    acts = ["tanh"] * 12
+    model = wv.build_mlp(tmp_path / "w.npy", tmp_path / "b.npy", activations=acts)
+    np.testing.assert_allclose(predict(model, X), numpy_forward(X, W, b, acts), atol=1e-6, rtol=0)
+
+
 def test_npz_named_pairs_predict_like_numpy(tmp_path):
     W, b = seeded_net(seed=3)
     path = tmp_path / "mlp.npz"
