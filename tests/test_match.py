@@ -734,3 +734,42 @@ def test_read_failure_is_a_corrupt_file_error_and_changes_nothing():
     with pytest.raises(wv.CorruptFileError):
         wv.load(m, ck, strict=False)
     assert same_state(m, snap)
+
+
+def module_from(sd: dict) -> nn.Module:
+    """A real nn.Module whose state_dict has exactly these names and shapes."""
+    root = nn.Module()
+    for name, t in sd.items():
+        *path, leaf = name.split(".")
+        mod = root
+        for p in path:
+            if not hasattr(mod, p):
+                mod.add_module(p, nn.Module())
+            mod = getattr(mod, p)
+        mod.register_parameter(leaf, nn.Parameter(torch.randn(t.shape), requires_grad=False))
+    return root
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model_and_ckpt(), st.booleans())
+def test_load_all_or_nothing(mc, strict):
+    """strict: either everything that the report calls loaded is loaded, or nothing changed;
+    strict=False: loaded names hold the checkpoint's values, untouched ones their old values."""
+    model_sd, ckpt = mc
+    m = module_from(model_sd)
+    snap = snapshot(m)
+    try:
+        r = wv.load(m, ckpt, strict=strict)
+    except wv.MismatchError as e:
+        assert strict and not e.report.fits and same_state(m, snap)
+        return
+    now = m.state_dict()
+    for row in r:
+        if row.status == "unexpected":
+            continue
+        if row.loaded:
+            assert torch.equal(now[row.name], ckpt[row.ckpt_name].to(now[row.name].dtype))
+        else:
+            assert torch.equal(now[row.name], snap[row.name]), row
+    if strict:
+        assert all(row.loaded or row.fits for row in r if row.status != "unexpected")
