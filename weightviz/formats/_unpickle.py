@@ -145,6 +145,8 @@ class RecordingUnpickler(pickle.Unpickler):
 
     # --- globals -------------------------------------------------------------------
     def find_class(self, module, name):
+        if module == "__builtin__":           # protocol-2 spelling of builtins
+            module = "builtins"
         full = f"{module}.{name}"
         if full not in self.globals:
             self.globals.append(full)
@@ -192,6 +194,8 @@ class RecordingUnpickler(pickle.Unpickler):
                 return lambda data, *a: _as_parameter(data)
             if name in TORCH_OPAQUE:
                 return lambda *a: Opaque(f"torch._utils.{name}", a)
+        if module == "torch.serialization" and name == "_get_layout":
+            return lambda layout: Opaque("torch.layout", (str(layout),))
         if module == "torch._tensor" and name == "_rebuild_from_type_v2":
             return lambda func, new_type, args, state: func(*args)
         if module == "torch.jit._pickle":

@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+import zlib
 from contextlib import contextmanager
 
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
 
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
+              NotImplementedError, UnicodeDecodeError)
 MAX_MEMBERS = 1_000_000
 MAX_RATIO = 1100          # deflate cannot beat ~1032:1; more is a zip bomb
 
@@ -25,8 +28,7 @@ def open_zip(path: str):
     size = os.path.getsize(path)
     try:
         z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error,
-            NotImplementedError, UnicodeDecodeError) as exc:
+    except ZIP_ERRORS as exc:
         raise _bad(path, "its directory cannot be read", got=f"{type(exc).__name__}: {exc}"[:200]) from None
     try:
         infos = z.infolist()
@@ -42,7 +44,7 @@ def open_zip(path: str):
             seen.add(i.filename)
             if i.flag_bits & 0x1:
                 raise _bad(path, f"member {i.filename!r} is encrypted")
-            if i.header_offset + i.compress_size > size:
+            if i.header_offset < 0 or i.header_offset + i.compress_size > size:
                 raise _bad(path, f"member {i.filename!r} runs past the end of the file",
                            got=f"{size:,} bytes")
             if i.compress_type != zipfile.ZIP_STORED and i.file_size > MAX_RATIO * i.compress_size + 2**20:
@@ -55,6 +57,8 @@ def open_zip(path: str):
 
 def member_data_offset(f, info: zipfile.ZipInfo, path: str) -> int:
     """Absolute offset of a member's bytes (after its local header) in the open file ``f``."""
+    if info.header_offset < 0:
+        raise _bad(path, f"member {info.filename!r} has a negative offset")
     f.seek(info.header_offset)
     local = f.read(30)
     if len(local) < 30 or local[:4] != b"PK\x03\x04":
@@ -66,6 +70,10 @@ def member_data_offset(f, info: zipfile.ZipInfo, path: str) -> int:
     return start
 
 
+def bad_member(path, name, exc) -> CorruptFileError:
+    return _bad(path, f"member {name!r} cannot be read", got=f"{type(exc).__name__}: {exc}"[:200])
+
+
 def read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: str) -> bytes:
     """A member's bytes, refusing members larger than ``limit`` and CRC errors."""
     if info.file_size > limit:
@@ -73,6 +81,6 @@ def read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: str
                          f"{limit:,}-byte limit for this part")
     try:
         return z.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, NotImplementedError) as exc:
+    except ZIP_ERRORS as exc:
         raise _bad(path, f"member {info.filename!r} cannot be read",
                    got=f"{type(exc).__name__}: {exc}"[:200]) from None

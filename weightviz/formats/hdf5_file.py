@@ -17,13 +17,15 @@ from math import prod
 
 from .. import dtypes
 from ..checkpoint import Checkpoint, DataLocation, TensorEntry
-from ..errors import CorruptFileError, UnsafeCheckpointError, message
+from ..errors import CorruptFileError, UnsafeCheckpointError, WeightvizError, message
 from . import sniff as _sniff
 
 MAX_OBJECTS = 1_000_000
 MAX_DEPTH = 64
 BUILTIN_FILTERS = {1, 2, 3, 4, 5, 6}       # deflate, shuffle, fletcher32, szip, nbit, scaleoffset
 MAX_RATIO = 1100
+# what h5py raises on damaged files (SystemError: its lock's __exit__ on an HDF5 error)
+H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, SystemError, AttributeError)
 
 
 def sniff(head: bytes, path) -> bool:
@@ -50,7 +52,7 @@ def open_file(path: str):
     import h5py
     try:
         return h5py.File(path, "r", locking=False)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except H5_ERRORS as exc:
         raise _bad(path, "HDF5 cannot open it", got=f"{type(exc).__name__}: {exc}"[:200]) from None
 
 
@@ -70,7 +72,7 @@ def read(path, **options) -> Checkpoint:
             return None
         try:
             f.visititems_links(visit)
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        except H5_ERRORS as exc:
             raise _bad(path, "its group tree cannot be walked", got=f"{type(exc).__name__}: {exc}"[:200]) from None
         if len(names) >= MAX_OBJECTS:
             raise _bad(path, f"more than {MAX_OBJECTS:,} links; weightviz stops there")
@@ -84,11 +86,13 @@ def read(path, **options) -> Checkpoint:
                 continue
             try:
                 obj = f.get(name, getlink=False)
-            except (OSError, RuntimeError, ValueError, KeyError) as exc:
-                raise _bad(path, f"/{name} cannot be opened", got=f"{type(exc).__name__}: {exc}"[:200]) from None
-            if not isinstance(obj, h5py.Dataset):
-                continue
-            entry = _dataset_entry(path, name, obj, size)
+                if not isinstance(obj, h5py.Dataset):
+                    continue
+                entry = _dataset_entry(path, name, obj, size)
+            except WeightvizError:
+                raise
+            except H5_ERRORS as exc:
+                raise _bad(path, f"/{name} cannot be read", got=f"{type(exc).__name__}: {exc}"[:200]) from None
             if isinstance(entry, str):
                 extras.setdefault("skipped_datasets", {})[name] = entry
             else:
@@ -138,6 +142,6 @@ def _read_dataset(path, name):
             raise _bad(path, f"/{name} disappeared")
         try:
             return np.asarray(ds[()])
-        except (OSError, RuntimeError, ValueError) as exc:
+        except H5_ERRORS as exc:
             raise _bad(path, f"/{name} cannot be read", got=f"{type(exc).__name__}: {exc}"[:200]) from None
 

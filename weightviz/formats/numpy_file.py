@@ -28,10 +28,11 @@ import numpy as np
 
 from .. import dtypes
 from ..checkpoint import Checkpoint, DataLocation, TensorEntry
-from ..errors import CorruptFileError, UnknownFormatError, UnsafeCheckpointError, message
+from ..errors import (CorruptFileError, UnknownFormatError, UnsafeCheckpointError, WeightvizError,
+                      message)
 from . import sniff as _sniff
 from ._unpickle import _encode
-from ._zip import member_data_offset, open_zip
+from ._zip import ZIP_ERRORS, bad_member, member_data_offset, open_zip, read_member
 
 MAX_HEADER = 1 << 20
 MAX_PICKLE = 1 << 31
@@ -148,12 +149,18 @@ def _read_npz(path: str) -> Checkpoint:
                 f.seek(start)
                 dtype, shape, fortran, hlen = parse_header(f.read, path, f"member {key!r}: ")
             else:
-                with z.open(info) as m:
-                    dtype, shape, fortran, hlen = parse_header(m.read, path, f"member {key!r}: ")
+                try:
+                    with z.open(info) as m:
+                        dtype, shape, fortran, hlen = parse_header(m.read, path, f"member {key!r}: ")
+                except WeightvizError:
+                    raise
+                except ZIP_ERRORS as exc:
+                    raise bad_member(path, info.filename, exc) from None
             if dtype.hasobject:
-                with z.open(info) as m:
-                    m.read(hlen)
-                    arr = _safe_unpickle(m.read(min(info.file_size, MAX_PICKLE)), path)
+                if info.file_size > MAX_PICKLE:
+                    raise _bad(path, f"member {key!r}: the pickled object array is larger than 2 GiB")
+                data = read_member(z, info, MAX_PICKLE, path)
+                arr = _safe_unpickle(data[hlen:], path)
                 sub, more = _from_objects(arr, path, prefix=key)
                 entries.update(sub)
                 extras.update(more)
@@ -175,9 +182,13 @@ def _read_npz(path: str) -> Checkpoint:
 
 def _member_loader(path, member, hlen, nbytes, dtype, shape, order):
     def load():
-        with open_zip(path) as z, z.open(member) as m:
-            m.read(hlen)
-            data = m.read(nbytes)
+        with open_zip(path) as z:
+            try:
+                with z.open(member) as m:
+                    m.read(hlen)
+                    data = m.read(nbytes)
+            except ZIP_ERRORS as exc:
+                raise bad_member(path, member, exc) from None
         if len(data) != nbytes:
             raise _bad(path, f"member {member!r} is truncated")
         return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)

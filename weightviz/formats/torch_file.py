@@ -31,7 +31,9 @@ from ..errors import CorruptFileError, UnsafeCheckpointError, message
 from . import sniff as _sniff
 from ._unpickle import Opaque, Recorded, TensorRecord, record
 from ._unwrap import unwrap
-from ._zip import member_data_offset, open_zip
+from ._zip import member_data_offset, open_zip, read_member
+
+MAX_PICKLE = 1 << 30
 
 # globals torch's weights_only loader accepts by default (prefix match on "module.name")
 TORCH_LOAD_OK = ("collections.OrderedDict", "collections.Counter", "torch._utils._rebuild_tensor",
@@ -103,7 +105,7 @@ def _read_zip(path: str, torchscript: bool | None) -> Checkpoint:
         is_ts = any(n == prefix + "constants.pkl" for n in names)
         if torchscript is None:
             torchscript = is_ts
-        data = z.read(pkl)
+        data = read_member(z, z.getinfo(pkl), MAX_PICKLE, path)
         obj, up = _record(data, path, "TorchScript archive" if is_ts else "torch file")
         infos = {i.filename: i for i in z.infolist()}
         locs = {}

@@ -1,0 +1,211 @@
+"""torch files: wrappers, safety of every pickle path, TorchScript without running it, damage."""
+from __future__ import annotations
+
+import builtins
+import os
+import shutil
+import zipfile
+
+import pytest
+import torch
+
+import weightviz as wv
+from weightviz.errors import CorruptFileError, UnsafeCheckpointError, WeightvizError
+
+
+class SystemPayload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class ExecPayload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+PAYLOADS = {"os.system": SystemPayload, "builtins.exec": ExecPayload}
+
+
+@pytest.fixture
+def sd(tiny_model):
+    return {k: v.clone() for k, v in tiny_model.state_dict().items()}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("payload", sorted(PAYLOADS))
+def test_malicious_pickle_never_runs(tmp_path, monkeypatch, sd, legacy, payload):
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": sd, "x": PAYLOADS[payload](str(marker))}, path,
+               _use_new_zipfile_serialization=not legacy)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(UnsafeCheckpointError) as err:
+        wv.open(path)
+    needed = {"os.system": ("posix.system", "os.system"), "builtins.exec": ("builtins.exec",)}[payload]
+    assert any(n in str(err.value) for n in needed)
+    assert any(n in err.value.needs for n in needed)
+    assert not marker.exists()
+
+
+def test_torch_load_is_always_called_safely(tmp_path, monkeypatch, sd):
+    calls = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch, "load", spy)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    torch.save(sd, tmp_path / "a.pt")
+    torch.save(sd, tmp_path / "b.pt", _use_new_zipfile_serialization=False)
+    wv.open(tmp_path / "a.pt")
+    sd32 = {k: v for k, v in sd.items() if v.dtype.itemsize > 1}   # legacy torch.load cannot do fp8
+    torch.save(sd32, tmp_path / "c.pt", _use_new_zipfile_serialization=False)
+    assert wv.open(tmp_path / "c.pt").metadata["reader"] == "torch.load(weights_only=True)"
+    assert calls[0] == {"map_location": "cpu", "weights_only": True, "mmap": True}
+    assert calls[1] == {"map_location": "cpu", "weights_only": True, "mmap": False}
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model_state_dict", "model", "net", "module",
+                                 "state_dict_ema", "model_ema"])
+def test_training_checkpoint_is_unwrapped(tmp_path, sd, key):
+    opt = {"state": {0: {"exp_avg": torch.ones(3), "step": torch.tensor(4.0)}},
+           "param_groups": [{"lr": 0.1, "params": [0]}]}
+    torch.save({key: sd, "optimizer": opt, "epoch": 5, "loss": 0.25}, tmp_path / "ckpt.pth")
+    ckpt = wv.open(tmp_path / "ckpt.pth")
+    assert list(ckpt) == list(sd)
+    assert ckpt.metadata["unwrapped"] == key
+    assert ckpt.extras["epoch"] == 5 and ckpt.extras["loss"] == 0.25
+    assert torch.equal(ckpt.extras["optimizer"]["state"][0]["exp_avg"], torch.ones(3))
+    assert ckpt.num_params == sum(t.numel() for t in sd.values())
+
+
+def test_nested_wrappers_and_ema_kept_apart(tmp_path, sd):
+    ema = {k: v + 1 if v.is_floating_point() and v.dtype.itemsize > 1 else v for k, v in sd.items()}
+    torch.save({"model": {"state_dict": sd}, "state_dict_ema": ema, "epoch": 1}, tmp_path / "n.pt")
+    ckpt = wv.open(tmp_path / "n.pt")
+    assert ckpt.metadata["unwrapped"] == "model/state_dict"
+    assert list(ckpt) == list(sd)
+    assert set(ckpt.extras) == {"state_dict_ema", "epoch"}
+    torch.save({"state_dict": sd, "state_dict_ema": ema}, tmp_path / "e.pt")
+    ckpt = wv.open(tmp_path / "e.pt")
+    assert ckpt.metadata["unwrapped"] == "state_dict"
+    assert set(ckpt.extras) == {"state_dict_ema"}
+    assert torch.equal(ckpt["fc.weight"].torch(), sd["fc.weight"])
+
+
+def test_torchscript_listed_without_running_it(model_files, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("torch.jit.load must not be called")
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    path, expected = model_files["torchscript"]
+    ckpt = wv.open(path)
+    assert ckpt.format == "torchscript"
+    assert ckpt.metadata["torchscript"] is True
+    assert "__torch__.conftest.Tiny" in ckpt.metadata["classes"]
+    assert list(ckpt) == list(expected)
+    assert wv.open(path, format="torchscript").format == "torchscript"
+
+
+@pytest.mark.parametrize("label", ["whole_model"])
+def test_whole_pickled_model_listed_by_recording(model_files, label, monkeypatch):
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load on a whole model"))
+    path, expected = model_files[label]
+    ckpt = wv.open(path)
+    assert ckpt.metadata["pickled_model"] == "conftest.Tiny"
+    assert "torch.nn.modules.conv.Conv2d" in ckpt.metadata["classes"]
+    assert list(ckpt) == list(expected)
+
+
+def test_whole_model_legacy_and_non_persistent_buffers(tmp_path, tiny_model):
+    tiny_model.register_buffer("scratch", torch.zeros(2), persistent=False)
+    try:
+        torch.save(tiny_model, tmp_path / "w.pt", _use_new_zipfile_serialization=False)
+    finally:
+        del tiny_model._buffers["scratch"]
+        tiny_model._non_persistent_buffers_set.discard("scratch")
+    ckpt = wv.open(tmp_path / "w.pt")
+    assert list(ckpt) == list(tiny_model.state_dict())
+    assert torch.equal(ckpt["conv.weight"].torch(), tiny_model.conv.weight.detach())
+
+
+def test_shared_dag_and_views(tmp_path):
+    t = torch.arange(12.0)
+    x = [t]
+    for _ in range(40):
+        x = [x, x]                       # 2**40 paths, one tensor
+    torch.save({"dag": x, "w": t.view(3, 4).t()}, tmp_path / "d.pt")
+    ckpt = wv.open(tmp_path / "d.pt")
+    assert len(ckpt) == 2
+    assert torch.equal(ckpt["w"].torch(), t.view(3, 4).t())
+
+
+def test_non_contiguous_view_from_recording(tmp_path, tiny_model):
+    tiny_model.register_buffer("tview", torch.arange(12.0).view(3, 4).t())
+    try:
+        torch.save(tiny_model, tmp_path / "m.pt")
+    finally:
+        del tiny_model._buffers["tview"]
+    ckpt = wv.open(tmp_path / "m.pt")
+    assert ckpt["tview"].location is None
+    assert torch.equal(ckpt["tview"].torch(), torch.arange(12.0).view(3, 4).t())
+
+
+def test_too_deep_nesting_is_an_error(tmp_path):
+    d = {"w": torch.ones(1)}
+    for _ in range(200):
+        d = {"a": d, "b": 1}
+    torch.save(d, tmp_path / "deep.pt")
+    with pytest.raises(CorruptFileError):
+        wv.open(tmp_path / "deep.pt")
+
+
+def test_sparse_tensors_are_not_listed(tmp_path):
+    s = torch.sparse_coo_tensor([[0, 1], [1, 0]], [1.0, 2.0], (2, 2))
+    torch.save({"w": torch.ones(2), "s": s}, tmp_path / "s.pt")
+    ckpt = wv.open(tmp_path / "s.pt")
+    assert list(ckpt) == ["w"]
+
+
+def _rewrite_zip(src, dst, change):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = change(info.filename, zin.read(info))
+            if data is not None:
+                zout.writestr(info.filename, data)
+
+
+def test_short_storage_record_is_corrupt(tmp_path, sd):
+    torch.save(sd, tmp_path / "ok.pt")
+    _rewrite_zip(tmp_path / "ok.pt", tmp_path / "short.pt",
+                 lambda n, d: d[:4] if n.endswith("data/0") else d)
+    with pytest.raises(CorruptFileError, match="data/0"):
+        wv.open(tmp_path / "short.pt")
+    _rewrite_zip(tmp_path / "ok.pt", tmp_path / "missing.pt",
+                 lambda n, d: None if n.endswith("data/1") else d)
+    with pytest.raises(CorruptFileError, match="missing"):
+        wv.open(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("label", ["pt", "pt_legacy", "torchscript", "whole_model"])
+def test_truncated_torch_files(tmp_path, model_files, label):
+    path, _ = model_files[label]
+    data = open(path, "rb").read()
+    for cut in (len(data) // 3, len(data) - 40, 50):
+        p = tmp_path / f"cut{cut}.pt"
+        p.write_bytes(data[:cut])
+        with pytest.raises(WeightvizError):
+            wv.open(p)
+
+
+def test_renamed_prefix_and_odd_names(tmp_path, sd):
+    """The zip prefix is not hard-coded: it follows the file name."""
+    torch.save(sd, tmp_path / "my.model.v2.bin")
+    shutil.copy(tmp_path / "my.model.v2.bin", tmp_path / "renamed.ckpt")
+    assert list(wv.open(tmp_path / "renamed.ckpt")) == list(sd)
