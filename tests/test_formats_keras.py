@@ -445,3 +445,21 @@ def test_mha_prelu_conv1d_simplernn_store():
                 np.testing.assert_array_equal(e.numpy(), w)
     assert bare.groups["mha"][0] == "mha/query/kernel"   # structure + count are enough
     assert bare.groups["pr"] == ["pr/vars/0"]            # class unknown without a config
+
+
+def test_same_weight_names_in_different_layer_groups(tmp_path):
+    """tensorflow#19836: layers dense_1..3 own weights named dense/..., dense_1/...; each
+    group's datasets must come from that group."""
+    p = tmp_path / "w.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["layer_names"] = [f"dense_{i}".encode() for i in range(1, 4)]
+        for i in range(1, 4):
+            g = f.create_group(f"dense_{i}")
+            g.attrs["weight_names"] = [b"dense/kernel:0", b"dense/bias:0"]
+            g["dense/kernel:0"] = np.full((2, 2), i, "f4")
+            g["dense/bias:0"] = np.full(2, -i, "f4")
+    ck = keras_h5.read(p)
+    assert ck.groups["dense_2"] == ["dense_2/dense/kernel", "dense_2/dense/bias"]
+    for i in range(1, 4):
+        k, b = ck.layer_weights(f"dense_{i}")
+        assert (k.numpy() == i).all() and (b.numpy() == -i).all()

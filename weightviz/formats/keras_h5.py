@@ -212,7 +212,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
     wroot = sh.safe_get(f, wroot_path, path=path) if wroot_path else f
     layer_names = _names_attr(wroot, "layer_names", path)
     entries_by_name = {kc.entry_name(e): e for e in kc.layer_entries(arch)} if arch else {}
-    entries, groups = {}, {}
+    entries, groups, cache = {}, {}, {}
     for layer in layer_names + ["top_level_model_weights"]:
         if layer == "top_level_model_weights" and wroot.get(layer, getlink=True) is None:
             continue
@@ -226,7 +226,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
                 while n in entries or n in dsets:
                     n, k = f"{layer}/{w}#{k}", k + 1
             where = f"{wroot_path}/{layer}/{w}".lstrip("/")
-            ds = sh.safe_get(g, w, path=path)
+            ds = sh.safe_get(g, w, path=path, cache=cache)
             dsets[n] = sh.dataset_entry(n, ds, where, **kw)
             names.append(n)
         names = regroup(names, layer, entries_by_name.get(layer))

@@ -22,13 +22,20 @@ def corrupt(what: str, path, err: BaseException | None = None, **kw) -> CorruptF
     return CorruptFileError(message(f"{what} in {path}", got=got, **kw))
 
 
-def safe_get(group, relpath: str, *, path):
+def safe_get(group, relpath: str, *, path, cache: dict | None = None):
     """``group[relpath]`` following only hard links, component by component; refuses
-    external, soft and user-defined links (CVE-2026-1669 class)."""
+    external, soft and user-defined links (CVE-2026-1669 class). ``cache`` keeps the
+    groups already checked along the way (one per reader call)."""
     import h5py
     from h5py import h5l
     obj = group
-    for comp in [c for c in relpath.split("/") if c]:
+    comps = [c for c in relpath.split("/") if c]
+    base = node_key(group) if cache is not None else None   # an address: ids get reused
+    for i, comp in enumerate(comps):
+        ckey = (base, "/".join(comps[:i + 1]))
+        if cache is not None and ckey in cache:
+            obj = cache[ckey]
+            continue
         key = comp.encode("utf-8")
         try:
             info = obj.id.links.get_info(key) if obj.id.links.exists(key) else None
@@ -53,6 +60,8 @@ def safe_get(group, relpath: str, *, path):
             obj = obj[comp]
         except Exception as e:  # noqa: BLE001
             raise corrupt(f"cannot open the HDF5 entry {relpath!r}", path, e) from None
+        if cache is not None and i < len(comps) - 1:
+            cache[ckey] = obj
     if not isinstance(obj, (h5py.Group, h5py.Dataset)):
         raise corrupt(f"the HDF5 entry {relpath!r} is neither a group nor a dataset", path)
     return obj
