@@ -172,3 +172,12 @@ def test_masks_matter_in_the_masked_fixtures(name):
             layer["config"] = {"name": layer["config"]["name"], "activation": "linear"}
     model = build_model(arch, npz_weights(data))
     assert max_error(model, data) > 1e-3
+
+
+@pytest.mark.parametrize("source,weights", [("rnn.keras", None), ("k2_merge.h5", None),
+                                            ("conv.json", "conv.weights.h5"),
+                                            ("k2_conv_pool.json", "k2_conv_pool_weights.h5")])
+def test_public_build_verb(source, weights):
+    """weightviz.build(file, weights=...) goes through the readers and this builder."""
+    model = weightviz.build(str(FIX / source), weights=str(FIX / weights) if weights else None)
+    assert max_error(model, io(source.split(".")[0])) <= TOL

@@ -165,3 +165,32 @@ def test_supported_layers_lists_the_families():
                 "MultiHeadAttention", "PReLU", "Sequential", "Functional"):
         assert cls in names
     assert "Lambda" not in names
+
+
+class Named:
+    """A checkpoint-entry-like weight: a name and .numpy()."""
+
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def numpy(self):
+        return self.value
+
+
+def test_nested_weights_matched_by_name_when_shapes_cannot_tell():
+    """A frozen layer's weights move to the tail in legacy HDF5 files; with equal shapes only
+    the names can tell the orders apart (formats.md §1.1, trap 6)."""
+    inner = {"name": "inner", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "ii", "batch_shape": [None, 3]}},
+        {"class_name": "Dense", "config": {"name": "a", "units": 3, "trainable": False}},
+        {"class_name": "Dense", "config": {"name": "b", "units": 3}}]}
+    arch = seq(("Sequential", inner), shape=(None, 3))
+    rng = np.random.default_rng(0)
+    ka, kb = rng.standard_normal((3, 3)).astype("float32"), rng.standard_normal((3, 3)).astype("float32")
+    ba, bb = rng.standard_normal(3).astype("float32"), rng.standard_normal(3).astype("float32")
+    legacy = [Named("inner/b/kernel:0", kb), Named("inner/b/bias:0", bb),
+              Named("inner/a/kernel:0", ka), Named("inner/a/bias:0", ba)]     # trainable first
+    model = build_model(arch, lambda name: legacy if name == "inner" else [])
+    x = rng.standard_normal((2, 3)).astype("float32")
+    expected = (x @ ka + ba) @ kb + bb
+    assert np.abs(model(x).detach().numpy() - expected).max() < 1e-5

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import CorruptFileError, WeightvizError, message
-from .config import ModelSpec, Node, Ref, _map_refs, _walk_refs
+from .config import ModelSpec, Node, Ref, _walk_refs
 from .registry import CONVERTERS, Context
 
 _RESERVED = set(dir(nn.Module)) | {"forward", "summary", "keras_name"}
@@ -218,5 +218,3 @@ def make_module(sp, args, kwargs, weights, ctx: Context) -> nn.Module:
             fix="check the architecture JSON (Keras 1 configs use other keys for some layers)",
             got=f"{type(e).__name__}: {e}")) from None
 
-
-__all__ = ["KerasModel", "build_graph", "call_order", "sanitize", "_map_refs"]

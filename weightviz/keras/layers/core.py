@@ -1,12 +1,11 @@
 """Core layers: Dense, activations, train-only noise, reshaping, Embedding, Masking."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from ...errors import UnsupportedLayerError, message
-from ..registry import register, set_param, take, tensor
+from ..registry import register, set_param, take
 
 
 class Fn(nn.Module):
@@ -210,5 +209,3 @@ def _custom_check(module, spec):
             got=type(module).__name__))
     return module if isinstance(module, nn.Module) else Fn(module, getattr(module, "__name__", ""))
 
-
-__all__ = ["Fn", "Dense", "PReLU", "Embedding", "NOISE", "np", "tensor"]
