@@ -196,3 +196,133 @@ def test_mismatch_view_status_filter(report):
 def test_mismatch_view_needs_a_report():
     with pytest.raises(WeightvizError, match="Report"):
         mismatch_view({"a": 1})
+
+
+# ------------------------------------------------------------------ LayerBrowser
+
+@pytest.fixture(scope="module")
+def cnn_ckpt():
+    return wv.open(demo.path("cnn.pth"))
+
+
+def test_browser_repr_and_first_selection(cnn_ckpt):
+    b = browse(cnn_ckpt)
+    assert isinstance(b, LayerBrowser)
+    first = list(cnn_ckpt)[0]
+    assert b.selected == first
+    assert repr(b) == f"LayerBrowser({len(cnn_ckpt)} tensors, selected={first!r})"
+    assert b._repr_mimebundle_()["text/plain"] == repr(b)
+    assert b.last_error is None, b.last_error
+    assert first in b.card.value and "mean" in b.card.value
+    assert bytes(b.hist_canvas.image.value).startswith(b"\x89PNG")
+
+
+def test_browser_select_updates_card_and_histogram(cnn_ckpt):
+    b = browse(cnn_ckpt)
+    b.select("conv1.weight")
+    card, heights, png = b.card.value, _hist_heights(b.last_figure), bytes(b.hist_canvas.image.value)
+    assert b.shown_panels == ["conv1.weight", "conv1.bias"]
+    assert heights[0] == pytest.approx(cnn_ckpt["conv1.weight"].numel)   # every value counted
+    assert b.structure_figure is not None                                # kernel grid for a conv
+    b.select("fc1.weight")
+    assert b.selected == "fc1.weight" and "fc1.weight" in b.card.value and b.card.value != card
+    assert _hist_heights(b.last_figure) != heights
+    assert bytes(b.hist_canvas.image.value) != png
+    assert b.structure_figure is not None                                # heatmap for 2-D
+    assert repr(b).endswith("selected='fc1.weight')")
+    b.select("bn1.running_mean")
+    assert b.shown_panels == ["bn1.running_mean"] and b.structure_figure is None
+    with pytest.raises(KeyError, match="no tensor named"):
+        b.select("nope")
+
+
+def test_browser_list_click_is_the_same_as_select(cnn_ckpt):
+    b = browse(cnn_ckpt)
+    target = [v for _, v in b.tensor_list.options if v[1] == "fc2.weight"][0]
+    b.tensor_list.value = target          # what a click in the front end does
+    assert b.selected == "fc2.weight" and "fc2.weight" in b.card.value
+
+
+def test_browser_log_and_clip_toggles_redraw(cnn_ckpt):
+    b = browse(cnn_ckpt)
+    b.select("fc1.weight")
+    before = bytes(b.hist_canvas.image.value)
+    b.log_toggle.value = True
+    assert b.last_figure.axes[0].get_yscale() == "log"
+    assert bytes(b.hist_canvas.image.value) != before
+    b.clip_toggle.value = True
+    assert b.last_error is None, b.last_error
+
+
+def test_browser_filter_reduces_the_list(cnn_ckpt):
+    b = browse(cnn_ckpt)
+    n = len(b.tensor_list.options)
+    b.filter.value = "conv"
+    assert 0 < len(b.visible) < n and all("conv" in v for v in b.visible)
+    assert "of %d tensors" % n in b.count.value
+    b.filter.value = "no-such-thing"
+    assert b.visible == []
+    b.select("fc1.bias")                   # selecting a hidden tensor clears the filter
+    assert b.filter.value == "" and b.selected == "fc1.bias"
+
+
+def test_browser_lists_shapes_dtypes_and_flags():
+    sd = {"a.weight": np.ones((4, 3), np.float32), "a.bias": np.array([0, 1, np.nan], np.float32),
+          "b.weight": np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32)}
+    b = browse(sd)
+    labels = {v[1]: lab for lab, v in b.tensor_list.options}
+    assert "(4, 3)" in labels["a.weight"] and "float32" in labels["a.weight"]
+    assert "constant" in labels["a.weight"] and "nan" in labels["a.bias"]
+    assert "nth-child(1)" in b.list_style.value   # flagged rows coloured
+    b.filter.value = "nan"                        # the filter also matches flags
+    assert b.visible == ["a.bias"]
+
+
+def test_browser_is_lazy_for_big_checkpoints(cnn_ckpt, monkeypatch):
+    import weightviz.stats as st
+    calls = []
+    real = st.tensor_stats
+    monkeypatch.setattr(st, "tensor_stats", lambda e, **k: calls.append(e.name) or real(e, **k))
+    b = browse(cnn_ckpt, eager=False)
+    first = list(cnn_ckpt)[0]
+    assert set(calls) <= {first, "conv1.bias"}          # only what the first view shows
+    b.select("fc2.weight")
+    b.select("conv1.weight")
+    n = len(calls)
+    b.select("fc2.weight")                               # cached: no new scan
+    assert len(calls) == n
+
+
+def test_browser_status_colours_with_a_model():
+    model = demo.SmallCNN()
+    b = browse(demo.path("cnn_mismatched.pth"), model=model)
+    assert b.report is not None and b.report.verdict in b.header.value
+    statuses = set(b.status.values())
+    assert "shape_mismatch" in statuses and "non_finite" in statuses
+    labels = [lab for lab, _ in b.tensor_list.options]
+    assert any(lab.startswith("≠ ") for lab in labels)                  # the status mark
+    assert any(lab.startswith("✗ ") and "(missing)" in lab for lab in labels)
+    from weightviz.render import COLOURS
+    assert COLOURS["shape_mismatch"] in b.list_style.value
+    bad = next(n for n, s in b.status.items() if s == "shape_mismatch")
+    b.select(bad)
+    assert "shape_mismatch" in b.card.value and "match:" in b.card.value
+    b.select(b.missing[0])
+    assert "missing from the checkpoint" in b.card.value and b.shown_panels == []
+    b.filter.value = "unexpected"
+    assert b.visible and all(b.status.get(n) == "unexpected" for n in b.visible)
+
+
+def test_browser_error_in_callback_is_shown(cnn_ckpt):
+    from weightviz.checkpoint import Checkpoint, TensorEntry
+
+    def boom():
+        raise OSError("disk went away")
+    entries = dict(cnn_ckpt.entries)
+    entries["broken.weight"] = TensorEntry("broken.weight", (3, 3), "float32", loader=boom)
+    b = browse(Checkpoint(entries, format="test"), eager=False)
+    b.select("broken.weight")
+    assert b.last_error is not None
+    assert "disk went away" in b.error.value and b.error.layout.display != "none"
+    b.select("fc1.weight")
+    assert b.last_error is None and b.error.value == ""

@@ -22,6 +22,9 @@ from ._base import Canvas, error_box, guarded, short, style_tag
 #: Scan every tensor when the browser opens if the checkpoint holds at most this many bytes.
 EAGER_BYTES = 32 << 20
 
+#: Flags that colour a list row (the others, like ``integer``, are shown but not coloured).
+WARN_FLAGS = frozenset({"nan", "inf", "all_zero", "constant", "dead_units", "outliers", "empty"})
+
 MARKS = {"ok": "✓", "missing": "✗", "unexpected": "+", "shape_mismatch": "≠", "transposed": "⇄",
          "dtype_mismatch": "~", "renamed": "→", "non_finite": "!"}
 
@@ -34,7 +37,7 @@ class LayerBrowser(w.VBox):
     """Browse a checkpoint layer by layer.
 
     Programmatic use: ``select(name)``, ``selected``, ``tensor_list`` (the Select), ``filter.value = "conv"``,
-    ``log.value`` / ``clip.value``; what is shown: ``card.value`` (HTML),
+    ``log_toggle.value`` / ``clip_toggle.value``; what is shown: ``card.value`` (HTML),
     ``last_figure`` (the histogram Figure), ``structure_figure`` (heatmap or kernel grid,
     or None), ``shown_panels`` (tensor names drawn as histograms), ``last_error``.
     """
@@ -71,15 +74,17 @@ class LayerBrowser(w.VBox):
         self.header = w.HTML(style_tag() + self._header_html())
         self.filter = w.Text(placeholder="filter: name, shape, dtype, flag or status",
                              continuous_update=True, layout=w.Layout(width="100%"))
-        self.tensor_list = w.Select(options=[], rows=rows, layout=w.Layout(width="100%"))
+        n_items = len(self.names) + len(self.missing)
+        self.tensor_list = w.Select(options=[], rows=max(6, min(int(rows), n_items)),
+                                    layout=w.Layout(width="100%"))
         self.tensor_list.add_class(self._cls)
         self.count = w.HTML()
         self.list_style = w.HTML()
         self.card = w.HTML(layout=w.Layout(width="100%"))
         self.card.add_class("wv-card")
-        self.log = w.ToggleButton(value=False, description="log counts", icon="signal",
+        self.log_toggle = w.ToggleButton(value=False, description="log counts", icon="signal",
                                   layout=w.Layout(width="auto"))
-        self.clip = w.ToggleButton(value=False, description="clip outliers", icon="compress",
+        self.clip_toggle = w.ToggleButton(value=False, description="clip outliers", icon="compress",
                                    layout=w.Layout(width="auto"))
         self.error = error_box()
         self.hist_canvas = Canvas(6.4, 2.3, dpi=96)
@@ -89,16 +94,19 @@ class LayerBrowser(w.VBox):
         left = w.VBox([self.filter, self.count, self.tensor_list, self.list_style],
                       layout=w.Layout(width="440px", min_width="320px", margin="0 12px 0 0"))
         left.add_class("wv-list")
-        right = w.VBox([self.error, self.card, w.HBox([self.log, self.clip]),
+        right = w.VBox([self.error, self.card, w.HBox([self.log_toggle, self.clip_toggle]),
                         self.hist_canvas.image, self.struct_canvas.image],
                        layout=w.Layout(flex="1 1 auto", min_width="420px"))
         super().__init__([self.header, w.HBox([left, right], layout=w.Layout(width="100%"))])
         self.add_class("wv-root")
+        self.add_class("wv-layer-browser")
+        self.hist_canvas.image.add_class("wv-hist")
+        self.struct_canvas.image.add_class("wv-structure")
 
         self.filter.observe(self._on_filter, names="value")
         self.tensor_list.observe(self._on_select, names="value")
-        self.log.observe(self._on_toggle, names="value")
-        self.clip.observe(self._on_toggle, names="value")
+        self.log_toggle.observe(self._on_toggle, names="value")
+        self.clip_toggle.observe(self._on_toggle, names="value")
         self._refill()
         if self.tensor_list.options:
             self.tensor_list.value = self.tensor_list.options[0][1]
@@ -143,25 +151,28 @@ class LayerBrowser(w.VBox):
                 f"selected={short(sel) if sel is None else repr(short(sel))})")
 
     # -- the list -------------------------------------------------------------------
-    def _label(self, name: str, width: int) -> str:
+    def _label(self, name: str, width: int, shape_width: int) -> str:
         if name in self.missing:
-            return f"{MARKS['missing']} {name.ljust(width)}  missing from checkpoint"
+            return f"{MARKS['missing']} {name.ljust(width)}  (missing)"
         e = self.ckpt[name]
         mark = MARKS.get(self.status.get(name), "•") if self.report is not None else "•"
         s = self._stats.get(name)
-        flags = (" ⚑ " + ",".join(s.flags)) if s is not None and s.flags else ""
-        status = self.status.get(name)
-        state = f"  [{status}]" if status not in (None, "ok") else ""
-        return f"{mark} {name.ljust(width)}  {fmt_shape(e.shape):>16}  {e.dtype:<8}{state}{flags}"
+        flags = ("  ⚑ " + ",".join(s.flags)) if s is not None and s.flags else ""
+        return f"{mark} {name.ljust(width)} {fmt_shape(e.shape):>{shape_width}} {e.dtype}{flags}"
+
+    def _matches(self, key, label: str, term: str) -> bool:
+        status = "missing" if key[0] == "model" else self.status.get(key[1], "")
+        return term in label.lower() or (bool(status) and term in status)
 
     def _refill(self) -> None:
         everything = [("ckpt", n) for n in self.names] + [("model", n) for n in self.missing]
-        width = min(max((len(v[1]) for v in everything), default=0), 32)
+        width = min(max((len(v[1]) for v in everything), default=0), 28)
+        shape_width = max((len(fmt_shape(e.shape)) for e in self.ckpt.values()), default=2)
         term = self.filter.value.strip().lower()
         opts = []
         for key in everything:
-            label = self._label(key[1], width)
-            if not term or term in label.lower():
+            label = self._label(key[1], width, shape_width)
+            if not term or self._matches(key, label, term):
                 opts.append((label, key))
         current = self.tensor_list.value
         self._quiet = True
@@ -180,7 +191,7 @@ class LayerBrowser(w.VBox):
             st = "missing" if key[0] == "model" else self.status.get(key[1])
             s = self._stats.get(key[1]) if key[0] == "ckpt" else None
             colour = COLOURS.get(st) if st and st != "ok" else (
-                COLOURS["warn"] if s is not None and s.flags else None)
+                COLOURS["warn"] if s is not None and WARN_FLAGS.intersection(s.flags) else None)
             if colour:
                 rules.append(f".{self._cls} option:nth-child({i}){{color:{colour}}}")
         self.list_style.value = f"<style>{''.join(rules)}</style>" + self._legend_html()
@@ -249,8 +260,8 @@ class LayerBrowser(w.VBox):
         axes = fig.subplots(1, len(panels), squeeze=False,
                             gridspec_kw={"width_ratios": [3, 2][:len(panels)]})[0]
         for ax, p in zip(axes, panels):
-            plots.hist(self._stats_source, p, bins=self.bins, log=self.log.value,
-                       clip=self.clip.value, ax=ax)
+            plots.hist(self._stats_source, p, bins=self.bins, log=self.log_toggle.value,
+                       clip=self.clip_toggle.value, ax=ax)
             if p == name and len(panels) > 1:
                 ax.title.set_fontweight("bold")
         fig.tight_layout(pad=0.6)
@@ -281,22 +292,29 @@ class LayerBrowser(w.VBox):
 
     def _card_html(self, name: str, s) -> str:
         e = self.ckpt[name]
-        summary = [("layer", self._layer_of.get(name, name)), ("shape", fmt_shape(e.shape)),
-                   ("dtype", e.dtype), ("elements", fmt_count(s.numel))]
+        layer = self._layer_of.get(name, name)
+        sub = " · ".join([f"layer {esc(layer)}", esc(fmt_shape(e.shape)), esc(e.dtype),
+                          f"{fmt_count(s.numel)} values"])
+        pairs = []
         if s.finite:
-            summary += [("mean ± std", f"{fmt_float(s.mean)} ± {fmt_float(s.std)}"),
-                        ("min … max", f"{fmt_float(s.min)} … {fmt_float(s.max)}"),
-                        ("|max|", fmt_float(s.absmax)), ("L2 norm", fmt_float(s.norm))]
-        summary += [("zeros", f"{s.zeros:.1%}"), ("NaN / Inf", f"{s.nan} / {s.inf}")]
+            pairs += [("mean ± std", f"{fmt_float(s.mean)} ± {fmt_float(s.std)}"),
+                      ("min … max", f"{fmt_float(s.min)} … {fmt_float(s.max)}"),
+                      ("|max|", fmt_float(s.absmax)), ("L2 norm", fmt_float(s.norm))]
+        pairs += [("zeros", f"{s.zeros:.1%}"), ("NaN / Inf", f"{s.nan} / {s.inf}")]
         if s.dead_units:
-            summary.append(("dead units", str(s.dead_units)))
-        html = View(name, summary).to_html()
-        extra = ""
+            pairs.append(("dead units", str(s.dead_units)))
+        cells = "".join(f"<span style='color:#57606a'>{esc(k)}</span><span>{esc(v)}</span>"
+                        for k, v in pairs)
+        html = (f"<div style='font-size:14px'><b>{esc(name)}</b></div>"
+                f"<div style='color:#57606a;font-size:12px;margin-bottom:4px'>{sub}</div>"
+                "<div style='display:grid;grid-template-columns:max-content max-content "
+                "max-content max-content;gap:1px 14px;font-size:12px;"
+                f"font-variant-numeric:tabular-nums'>{cells}</div>")
         if s.flags:
-            extra += f"<div>flags: {badges_html(' '.join(s.flags))}</div>"
+            html += f"<div style='margin-top:4px'>flags: {badges_html(' '.join(s.flags))}</div>"
         if self.report is not None:
-            extra += self._status_html(name)
-        return html + extra
+            html += self._status_html(name)
+        return f"<div style='padding:2px 0 6px'>{html}</div>"
 
     def _status_html(self, name: str) -> str:
         st = self.status.get(name)
@@ -310,7 +328,7 @@ class LayerBrowser(w.VBox):
             bits.append(f"model {esc(fmt_shape(row.model_shape))} {esc(row.model_dtype)}")
         if row.note:
             bits.append(esc(row.note))
-        return f"<div>match: {' · '.join(bits)}</div>"
+        return f"<div style='margin-top:4px;font-size:12px'>match: {' · '.join(bits)}</div>"
 
     def _show_missing(self, name: str) -> None:
         row = next(r for r in self.report if r.name == name and r.ckpt_name is None)

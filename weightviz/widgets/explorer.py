@@ -57,6 +57,7 @@ class PredictionExplorer(w.VBox):
                                   continuous_update=False, layout=w.Layout(width="420px"),
                                   disabled=self.n == 1)
         self.title = w.HTML()
+        self.title.add_class("wv-caption")
         self.diff = w.HTML()
         self.error = error_box()
         width = 2.6 + 3.4 * len(models)
@@ -66,6 +67,8 @@ class PredictionExplorer(w.VBox):
         super().__init__([header, w.HBox([self.slider, self.title]), self.error,
                           self.canvas.image, self.diff])
         self.add_class("wv-root")
+        self.add_class("wv-prediction-explorer")
+        self.canvas.image.add_class("wv-plot")
         self._draw(0)
 
     # -- public ---------------------------------------------------------------------

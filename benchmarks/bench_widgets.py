@@ -1,0 +1,114 @@
+"""How fast does the LayerBrowser switch layers? (target: <= 100 ms for a 1M-parameter tensor)
+
+Drives the widget from Python, as a click in the list does: ``browser.select(name)``
+runs the same observer a front-end click runs, which computes the tensor's statistics
+(first visit only; cached after), redraws the histograms and the heatmap / kernel
+grid into one reused Figure each and renders them to PNG bytes.
+
+Also compares two ways of getting a Figure to the page: PNG bytes into an
+``ipywidgets.Image`` (what the widgets do) versus ``display(fig)`` into an ``Output``
+(IPython's inline formatter: ``print_figure(fig, 'png', bbox_inches='tight')``).
+
+Run: ``.venv/bin/python benchmarks/bench_widgets.py [--repeat N]``
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def make_checkpoint(folder: str) -> str:
+    """safetensors file: two 1M-parameter linear layers (+ biases) and a 1M-parameter conv."""
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(0)
+    tensors = {
+        "fc1.weight": rng.normal(0, 0.02, (1024, 1024)).astype(np.float32),
+        "fc1.bias": rng.normal(0, 0.01, 1024).astype(np.float32),
+        "fc2.weight": rng.standard_t(3, (1000, 1000)).astype(np.float32) * 0.05,
+        "fc2.bias": np.zeros(1000, np.float32),
+        "conv.weight": rng.normal(0, 0.1, (256, 256, 4, 4)).astype(np.float32),
+        "conv.bias": rng.normal(0, 0.1, 256).astype(np.float32),
+    }
+    path = os.path.join(folder, "big.safetensors")
+    save_file(tensors, path)
+    return path
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:7.1f} ms"
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5, help="rounds over the tensors (default 5)")
+    args = ap.parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    import weightviz as wv
+    from weightviz.widgets import LayerBrowser
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_checkpoint(tmp)
+        ckpt = wv.open(path)
+        big = [n for n in ckpt if ckpt[n].numel >= 1_000_000]
+        print(f"checkpoint: {len(ckpt)} tensors, {ckpt.num_params:,} parameters; "
+              f"1M-parameter tensors: {', '.join(big)}")
+
+        # warm matplotlib up once (first render in a process costs extra, see performance.md)
+        LayerBrowser(wv.open(path), eager=False)
+
+        t_open_lazy = timed(lambda: LayerBrowser(wv.open(path), eager=False))
+        t_open_eager = timed(lambda: LayerBrowser(wv.open(path), eager=True))
+        print(f"open browser (lazy, stats of the first tensor only): {ms(t_open_lazy)}")
+        print(f"open browser (eager, every tensor scanned up front): {ms(t_open_eager)}")
+
+        b = LayerBrowser(wv.open(path), eager=False)
+        first, again, toggles = [], [], []
+        order = big + [n for n in ckpt if n not in big]
+        for r in range(args.repeat):
+            for name in order:
+                if b.selected == name:
+                    continue
+                dt = timed(lambda: b.select(name))
+                assert b.last_error is None, b.last_error
+                if name in big:
+                    (first if r == 0 else again).append(dt)
+            toggles.append(timed(lambda: setattr(b.log, "value", not b.log_toggle.value)))
+        print(f"select 1M-param tensor, first visit (stats computed): median {ms(statistics.median(first))}"
+              f"  max {ms(max(first))}  (n={len(first)})")
+        print(f"select 1M-param tensor, revisit (stats cached):       median {ms(statistics.median(again))}"
+              f"  max {ms(max(again))}  (n={len(again)})")
+        print(f"toggle log counts (histograms only):                  median {ms(statistics.median(toggles))}")
+        worst = max(statistics.median(first), statistics.median(again))
+        verdict = "meets" if worst <= 0.100 else "MISSES"
+        print(f"=> {verdict} the 100 ms target (worst median {ms(worst).strip()})")
+
+        # the renderers, on the histogram figure of the last selection
+        import io
+        from IPython.core.pylabtools import print_figure
+        fig = b.last_figure
+        png_times, output_times = [], []
+        for _ in range(max(args.repeat, 5)):
+            buf = io.BytesIO()
+            png_times.append(timed(lambda: fig.canvas.print_png(buf)))
+            output_times.append(timed(lambda: print_figure(fig, "png", bbox_inches="tight")))
+        print(f"render histogram figure: Image widget PNG (canvas.print_png) median "
+              f"{ms(statistics.median(png_times))}; Output + display(fig) (inline formatter, "
+              f"bbox_inches='tight') median {ms(statistics.median(output_times))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
