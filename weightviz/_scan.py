@@ -1,0 +1,400 @@
+"""Streaming kernels behind :mod:`weightviz.stats`: one tensor, bounded memory.
+
+A tensor is read through ``TensorEntry.raw()`` (a read-only memory map when the
+bytes lie plainly in the file) in chunks of ``CHUNK`` elements.  Each chunk is
+widened to native float32/float64 in a reused buffer (bf16 by bit shift, fp8 by a
+256-entry table, integers/bool by cast, complex by magnitude, big-endian by
+byte swap), then:
+
+* pass A (only for tensors longer than one chunk): finite min/max per chunk;
+* pass B: zero/NaN/Inf counts, shifted float64 sums (sum of ``x-K`` and of its
+  square, BLAS dot products over a float64 copy of the chunk), the histogram over
+  the finite range (``fast_histogram``; values equal to the upper edge are added
+  back, since it leaves them out), and per-unit zero counts for dead-unit search.
+
+Memory-mapped pages are released with ``madvise(MADV_DONTNEED)`` once a chunk is
+done, so resident memory stays bounded even for a checkpoint larger than RAM.
+"""
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+
+import numpy as np
+
+CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
+RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their pages after pass A too
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+
+
+@dataclass
+class Moments:
+    """Raw per-tensor results of a scan (plain numbers; stats.py turns them into TensorStats)."""
+    numel: int = 0
+    finite: int = 0
+    nan: int = 0
+    inf: int = 0
+    zeros: int = 0
+    mean: float = float("nan")
+    std: float = float("nan")
+    min: float = float("nan")
+    max: float = float("nan")
+    norm: float = 0.0
+    counts: np.ndarray | None = None
+    edges: np.ndarray | None = None
+    underflow: int = 0
+    overflow: int = 0
+    dead_units: int = 0
+    units: int = 0
+
+
+# ---------------------------------------------------------------- dtype widening
+
+def _fp8_table(name: str) -> np.ndarray:
+    """float32 value of each of the 256 bit patterns of a float8 format (by formula)."""
+    b = np.arange(256)
+    if name == "float8_e8m0fnu":             # exponent only, 0xFF is NaN
+        out = np.ldexp(1.0, b - 127)
+        out[255] = np.nan
+        return out.astype(np.float32)
+    ebits, bias, fn, uz = {
+        "float8_e4m3fn": (4, 7, True, False), "float8_e5m2": (5, 15, False, False),
+        "float8_e4m3fnuz": (4, 8, True, True), "float8_e5m2fnuz": (5, 16, True, True),
+    }[name]
+    mbits = 7 - ebits
+    sign = np.where(b & 0x80, -1.0, 1.0)
+    e = (b >> mbits) & ((1 << ebits) - 1)
+    m = b & ((1 << mbits) - 1)
+    val = np.where(e == 0, np.ldexp(m / (1 << mbits), 1 - bias),
+                   np.ldexp(1.0 + m / (1 << mbits), e - bias)) * sign
+    if uz:                                   # one NaN (0x80), no negative zero, no inf
+        val[0x80] = np.nan
+    elif fn:                                 # e4m3fn: S.1111.111 is NaN, no inf
+        val[(e == (1 << ebits) - 1) & (m == (1 << mbits) - 1)] = np.nan
+    else:                                    # IEEE-like e5m2
+        top = e == (1 << ebits) - 1
+        val[top & (m == 0)] = np.inf * sign[top & (m == 0)]
+        val[top & (m != 0)] = np.nan
+    return val.astype(np.float32)
+
+
+class Widener:
+    """Turns raw chunks of one stored dtype into native float32/float64 arrays."""
+
+    def __init__(self, dtype: str, raw_dtype: np.dtype, chunk: int):
+        self.kind = "copy"
+        raw_dtype = np.dtype(raw_dtype)
+        if dtype == "bfloat16":
+            self.kind, self.out = "bf16", np.dtype(np.float32)
+        elif dtype.startswith("float8"):
+            self.kind, self.out = "lut", np.dtype(np.float32)
+            self.table = _fp8_table(dtype)
+        elif raw_dtype.kind == "c":
+            self.kind = "abs"
+            self.out = np.dtype(np.float32 if raw_dtype.itemsize <= 8 else np.float64)
+        elif raw_dtype.kind == "b":
+            self.kind, self.out = "cast", np.dtype(np.float32)
+        elif raw_dtype.kind == "f":
+            self.out = np.dtype(np.float64 if raw_dtype.itemsize > 4 else np.float32)
+            if raw_dtype == self.out:         # native float32/float64: no copy at all
+                self.kind = "view"
+            else:
+                self.kind = "cast"
+        else:                                 # integers: exact in float32 up to 16 bits
+            small = raw_dtype.itemsize <= 2
+            self.kind, self.out = "cast", np.dtype(np.float32 if small else np.float64)
+        self.buf = None if self.kind == "view" else np.empty(chunk, self.out)
+        if self.kind == "bf16":
+            self.buf = np.empty(chunk, np.uint32)
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        k = self.kind
+        if k == "view":
+            return raw
+        out = self.buf[: raw.size]
+        if k == "bf16":
+            np.left_shift(raw, np.uint32(16), out=out, dtype=np.uint32)
+            return out.view(np.float32)
+        if k == "lut":
+            return np.take(self.table, raw, out=out)
+        if k == "abs":
+            return np.abs(raw, out=out)
+        np.copyto(out, raw, casting="unsafe")
+        return out
+
+
+# ---------------------------------------------------------------- chunk source
+
+class Chunks:
+    """Flat chunks of a raw array in memory order; releases mapped pages when asked."""
+
+    def __init__(self, raw: np.ndarray, chunk: int):
+        if raw.flags.c_contiguous:
+            self.flat, self.transposed = raw.reshape(-1), False
+        elif raw.flags.f_contiguous:
+            self.flat, self.transposed = raw.T.reshape(-1), True
+        else:
+            self.flat, self.transposed = np.ascontiguousarray(raw).reshape(-1), False
+        self.chunk = chunk
+        self.n = self.flat.size
+        mm = getattr(raw, "_mmap", None)
+        self._mm = mm if (mm is not None and _DONTNEED is not None) else None
+        if self._mm is not None:              # where the array starts inside the mapping
+            base = np.frombuffer(mm, dtype=np.uint8)
+            self._delta = self.flat.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+            del base
+        self.itemsize = self.flat.dtype.itemsize
+
+    def bounds(self):
+        n, c = self.n, self.chunk
+        return [(i, min(i + c, n)) for i in range(0, n, c)] or []
+
+    def release(self, start: int, stop: int):
+        """Drop the pages of elements [start, stop) from this process (file pages only)."""
+        if self._mm is None:
+            return
+        page = mmap.PAGESIZE
+        a = self._delta + start * self.itemsize
+        b = self._delta + stop * self.itemsize
+        a0 = (a // page) * page
+        b0 = (b // page) * page if stop < self.n else len(self._mm)
+        if b0 > a0:
+            try:
+                self._mm.madvise(_DONTNEED, a0, b0 - a0)
+            except (OSError, ValueError):
+                self._mm = None
+
+
+# ---------------------------------------------------------------- the scan
+
+def _finite_minmax(x: np.ndarray):
+    """(min, max, has_nonfinite) over the finite values of a float chunk."""
+    if x.size == 0:
+        return np.inf, -np.inf, False
+    mn = float(np.minimum.reduce(x))
+    mx = float(np.maximum.reduce(x))
+    if np.isfinite(mn) and np.isfinite(mx):
+        return mn, mx, False
+    f = x[np.isfinite(x)]
+    if f.size == 0:
+        return np.inf, -np.inf, True
+    return float(f.min()), float(f.max()), True
+
+
+class _Part:
+    """Results of pass B over one chunk (merged in chunk order by the caller)."""
+    __slots__ = ("zeros", "nan", "inf", "finite", "s1", "s2", "counts", "under", "over", "units")
+
+    def __init__(self):
+        self.zeros = self.nan = self.inf = self.finite = self.under = self.over = 0
+        self.s1 = self.s2 = 0.0
+        self.counts = None
+        self.units = None
+
+
+class _Buffers:
+    """Per-worker scratch space: a widening buffer, a float64 copy, ones and a mask."""
+
+    def __init__(self, chunk: int):
+        self.chunk = chunk
+        self.d64 = np.empty(chunk, np.float64)
+        self.ones = np.ones(chunk, np.float64)
+        self.mask = np.empty(chunk, bool)
+        self.widen = {}
+
+    def widener(self, dtype: str, raw_dtype) -> Widener:
+        key = (dtype, np.dtype(raw_dtype).str)
+        w = self.widen.get(key)
+        if w is None:
+            w = self.widen[key] = Widener(dtype, raw_dtype, self.chunk)
+        return w
+
+
+class Scanner:
+    """Scans tensors one after another; chunks of a long tensor run on a few threads
+    (NumPy, BLAS and fast_histogram release the GIL).  Reuse one Scanner for many tensors."""
+
+    def __init__(self, chunk: int | None = None, threads: int | None = None):
+        import os
+        import queue
+        self.chunk = chunk = int(chunk or CHUNK)
+        if threads is None:
+            try:
+                threads = len(os.sched_getaffinity(0))
+            except AttributeError:
+                threads = os.cpu_count() or 1
+        self.threads = max(1, min(int(threads), 4))
+        self._pool = None
+        self._free = queue.SimpleQueue()
+        self._free.put(_Buffers(chunk))
+        self._made = 1
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _map(self, fn, items):
+        if len(items) < 2 or self.threads == 1:
+            return [fn(it) for it in items]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="weightviz-scan")
+            while self._made < self.threads:
+                self._free.put(_Buffers(self.chunk))
+                self._made += 1
+        return list(self._pool.map(fn, items))
+
+    def _with_buffers(self, fn):
+        def run(item):
+            buf = self._free.get()
+            try:
+                return fn(buf, item)
+            finally:
+                self._free.put(buf)
+        return run
+
+    def scan(self, entry, bins: int = 100, limits=None, unit_axis: str | None = None,
+             on_bytes=None) -> Moments:
+        """Statistics and histogram of one TensorEntry (see the module docstring)."""
+        with np.errstate(all="ignore"):      # inf - inf, overflowing squares: handled
+            return self._scan(entry, bins, limits, unit_axis, on_bytes)
+
+    def _scan(self, entry, bins, limits, unit_axis, on_bytes) -> Moments:
+        raw = entry.raw()
+        res = Moments(numel=int(raw.size))
+        src = Chunks(raw, self.chunk)
+        bounds = src.bounds()
+        per_byte = raw.dtype.itemsize
+        dtype, raw_dtype = entry.dtype, src.flat.dtype
+        # pages of big tensors are dropped after each pass; others only after pass B
+        release_a = len(bounds) > 1 and res.numel * per_byte > RELEASE_BETWEEN_PASSES
+
+        # pass A: finite range per chunk
+        def pass_a(buf, ab):
+            a, b = ab
+            r = _finite_minmax(buf.widener(dtype, raw_dtype)(src.flat[a:b]))
+            if release_a:
+                src.release(a, b)
+            return r
+        ranges = self._map(self._with_buffers(pass_a), bounds)
+        lo = min((r[0] for r in ranges), default=np.inf)
+        hi = max((r[1] for r in ranges), default=-np.inf)
+        has_finite = lo <= hi
+        if has_finite:
+            res.min, res.max = lo, hi
+        # histogram range: explicit, else finite [min, max] (numpy's +-0.5 when constant)
+        if limits is not None:
+            hlo, hhi = float(limits[0]), float(limits[1])
+        elif has_finite:
+            hlo, hhi = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+        else:
+            hlo, hhi = 0.0, 1.0
+        if not hhi > hlo:
+            hhi = hlo + 1.0
+        K = lo / 2 + hi / 2 if has_finite else 0.0       # shift: keeps the variance exact
+        big = has_finite and max(abs(lo), abs(hi)) > 1e150
+        scale = 2.0 ** -int(np.log2(max(abs(lo), abs(hi)))) if big else 1.0
+
+        # dead-unit search: zeros per output unit (rows, or last-axis columns)
+        shape = entry.shape if not src.transposed else tuple(reversed(entry.shape))
+        axis = unit_axis
+        if axis is not None and src.transposed:
+            axis = "last" if axis == "first" else "first"
+        per_unit = 0
+        if axis is not None and len(shape) >= 2 and res.numel > 0:
+            units = shape[0] if axis == "first" else shape[-1]
+            per_unit = res.numel // units
+            if axis == "last" and units > self.chunk:
+                axis = None
+            else:
+                res.units = units
+        else:
+            axis = None
+        clipped = limits is not None
+
+        def pass_b(buf, job):
+            (a, b), (cmn, cmx, nonfinite) = job
+            p = _Part()
+            x = buf.widener(dtype, raw_dtype)(src.flat[a:b])
+            m = x.size
+            zmask = np.equal(x, 0, out=buf.mask[:m])
+            p.zeros = int(np.count_nonzero(zmask))
+            if p.zeros and axis is not None:
+                if axis == "first":
+                    u0, u1 = a // per_unit, (b - 1) // per_unit
+                    cuts = np.arange(u0, u1 + 1) * per_unit - a
+                    cuts[0] = 0
+                    p.units = (u0, np.add.reduceat(zmask, cuts))
+                else:
+                    idx = (np.flatnonzero(zmask) + a) % res.units
+                    p.units = (0, np.bincount(idx, minlength=res.units))
+            if nonfinite:
+                fin = np.isfinite(x)
+                p.nan = int(np.count_nonzero(np.isnan(x)))
+                x = x[fin]
+                p.inf = m - x.size - p.nan
+                m = x.size
+            p.finite = m
+            if m:
+                self._moments(buf, x, p, K, scale, big, bins, hlo, hhi, cmn, cmx, clipped)
+            src.release(a, b)
+            return p
+
+        s1 = s2 = 0.0
+        counts = np.zeros(bins, np.float64)
+        unit_zeros = np.zeros(res.units, np.int64) if res.units else None
+        for p, (a, b) in zip(self._map(self._with_buffers(pass_b), list(zip(bounds, ranges))),
+                             bounds):
+            res.zeros += p.zeros
+            res.nan += p.nan
+            res.inf += p.inf
+            res.finite += p.finite
+            res.underflow += p.under
+            res.overflow += p.over
+            s1 += p.s1
+            s2 += p.s2
+            if p.counts is not None:
+                counts += p.counts
+            if p.units is not None:
+                u0, z = p.units
+                unit_zeros[u0:u0 + z.size] += z
+            if on_bytes is not None:
+                on_bytes((b - a) * per_byte)
+        if on_bytes is not None and not bounds:
+            on_bytes(0)
+        if res.finite:
+            n = res.finite
+            md = s1 / n
+            var = max(s2 / n - md * md, 0.0)
+            res.mean = K + md / scale
+            res.std = float(np.sqrt(var)) / scale
+            sq = s2 + 2 * (K * scale) * s1 + n * (K * scale) ** 2
+            res.norm = float(np.sqrt(max(sq, 0.0))) / scale
+        if unit_zeros is not None:
+            res.dead_units = int(np.count_nonzero(unit_zeros == per_unit))
+        res.counts = np.rint(counts).astype(np.int64)
+        res.edges = np.linspace(hlo, hhi, bins + 1)
+        return res
+
+    @staticmethod
+    def _moments(buf, x, p, K, scale, big, bins, hlo, hhi, cmn, cmx, clipped):
+        """Shifted float64 sums and the histogram of one chunk of finite values."""
+        from fast_histogram import histogram1d
+        m = x.size
+        d = buf.d64[:m]
+        if big:                                # tiny scale first, so nothing overflows
+            np.multiply(x, scale, out=d)
+            np.subtract(d, K * scale, out=d)
+        else:
+            np.subtract(x, K, out=d)
+        p.s1 = float(np.dot(d, buf.ones[:m]))
+        p.s2 = float(np.dot(d, d))
+        p.counts = histogram1d(x, bins, (hlo, hhi))
+        if cmn <= hhi <= cmx:                  # fast_histogram leaves out x == upper edge
+            p.counts[-1] += np.count_nonzero(x == hhi)
+        if clipped:
+            if cmn < hlo:
+                p.under = int(np.count_nonzero(x < hlo))
+            if cmx > hhi:
+                p.over = int(np.count_nonzero(x > hhi))
