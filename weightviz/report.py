@@ -103,8 +103,12 @@ class Report:
         return len(self.rows)
 
     def __getitem__(self, name: str) -> Row:
+        """The row of a model name (or, failing that, of a checkpoint name)."""
         for r in self.rows:
-            if r.name == name or r.ckpt_name == name:
+            if r.name == name:
+                return r
+        for r in self.rows:
+            if r.ckpt_name == name:
                 return r
         raise KeyError(f"no row named {name!r} in this report")
 
