@@ -209,3 +209,59 @@ def _custom_check(module, spec):
             got=type(module).__name__))
     return module if isinstance(module, nn.Module) else Fn(module, getattr(module, "__name__", ""))
 
+
+
+@register("Identity")
+def identity_layer(spec, x, kwargs, weights, ctx):
+    return Fn(lambda t: t, "identity")
+
+
+@register("Rescaling")
+def rescaling(spec, x, kwargs, weights, ctx):
+    cfg = spec.config
+    scale = torch.as_tensor(cfg.get("scale", 1.0), dtype=torch.float32)
+    offset = torch.as_tensor(cfg.get("offset", 0.0), dtype=torch.float32)
+    return Fn(lambda t: t.float() * scale + offset, f"scale={cfg.get('scale')}, offset={cfg.get('offset')}")
+
+
+class Normalization(nn.Module):
+    """(x - mean) / max(sqrt(variance), 1e-7), or its inverse (Keras preprocessing layer)."""
+
+    def __init__(self, shape, view, invert):
+        super().__init__()
+        self.view, self.invert = view, invert
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("variance", torch.ones(shape))
+
+    def forward(self, x):
+        mean, std = self.mean.reshape(self.view), self.variance.reshape(self.view).sqrt().clamp(min=1e-7)
+        return mean + x * std if self.invert else (x - mean) / std
+
+
+def _norm_slots(cfg):
+    if cfg.get("mean") is not None:
+        return []
+    return [("mean", False), ("variance", False), ("count", False)]
+
+
+@register("Normalization", slots=_norm_slots)
+def normalization(spec, x, kwargs, weights, ctx):
+    cfg = spec.config
+    axis = cfg.get("axis", -1)
+    axes = [axis] if isinstance(axis, int) else list(axis or [])
+    keep = sorted(a % x.dim() for a in axes)
+    shape = tuple(int(x.shape[a]) for a in keep)
+    view = tuple(int(x.shape[d]) if d in keep else 1 for d in range(x.dim()))
+    m = Normalization(shape, view, bool(cfg.get("invert", False)))
+    if cfg.get("mean") is not None:
+        mean = torch.as_tensor(cfg["mean"], dtype=torch.float32)
+        var = torch.as_tensor(cfg["variance"], dtype=torch.float32)
+        with torch.no_grad():
+            m.mean.copy_(torch.broadcast_to(mean, shape))
+            m.variance.copy_(torch.broadcast_to(var, shape))
+        return m
+    ws = take(spec, weights, [("mean", shape), ("variance", shape), ("count", ())])
+    if ws:
+        set_param(m.mean, ws[0])
+        set_param(m.variance, ws[1])
+    return m
