@@ -143,10 +143,11 @@ def test_broken_graph_is_a_corrupt_file_error():
 
 
 def test_names_torch_rejects_are_sanitised():
-    arch = seq(("Dense", {"name": "block.1/dense", "units": 2}), ("Dense", {"name": "forward", "units": 2}))
+    arch = seq(("Dense", {"name": "block.1/dense", "units": 2}), ("Dense", {"name": "forward", "units": 2}),
+               ("Dense", {"name": "training", "units": 2}), ("Dense", {"name": "1st", "units": 2}))
     model = build_model(arch, None)
     names = [n for n, _ in model.named_children()]
-    assert names == ["block_1_dense", "forward_"]
+    assert names == ["block_1_dense", "forward_", "training_", "layer_1st"]
     assert "block.1/dense (Dense) as .block_1_dense" in repr(model)
 
 

@@ -62,7 +62,10 @@ def build_model(architecture: dict, weights: Callable[[str], list] | None, *,
     ctx = Context(keras_major(arch), dict(custom_layers or {}))
     spec = parse(arch, ctx.major)
     scan(spec, ctx)                        # every refusal happens here, before building
-    wfn = weights if weights is not None else (lambda name: None)
+    if weights is None:
+        wfn = lambda name: None            # noqa: E731  keep torch's initialisation
+    else:                                  # a layer missing from the source is an error later
+        wfn = lambda name: (lambda ws: [] if ws is None else ws)(weights(name))  # noqa: E731
     last = None
     for size in (8, 32, 96):               # unknown (None) dims: try growing example sizes
         try:

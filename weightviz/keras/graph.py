@@ -20,7 +20,7 @@ from ..errors import CorruptFileError, WeightvizError, message
 from .config import ModelSpec, Node, Ref, _walk_refs
 from .registry import CONVERTERS, Context
 
-_RESERVED = set(dir(nn.Module)) | {"forward", "summary", "keras_name"}
+_RESERVED = set(dir(nn.Module)) | {"forward", "summary", "keras_name", "keras_version", "training"}
 
 
 def sanitize(name: str, taken: set[str]) -> str:
