@@ -101,7 +101,7 @@ def test_registry_order_and_names():
 
 
 def test_missing_reader_module_is_skipped(monkeypatch, model_files):
-    monkeypatch.setattr(formats, "READERS", (formats.Reader("keras-h5", "no_such_module"),)
+    monkeypatch.setattr(formats, "READERS", (formats.Reader("keras-h5", "no_such_module", ("hdf5",)),)
                         + formats.READERS[1:])
     path, _ = model_files["h5"]
     assert wv.open(path).format == "hdf5"

@@ -26,19 +26,20 @@ from . import sniff as _sniff
 class Reader(NamedTuple):
     format: str          # the name users pass as format=
     module: str          # module under weightviz.formats
+    families: tuple      # byte families (sniff.family) it may claim: only those readers are imported
     sniff: str = "sniff"
     read: str = "read"
 
 
 READERS: tuple[Reader, ...] = (
-    Reader("keras-h5", "keras_h5"),
-    Reader("hdf5", "hdf5_file"),
-    Reader("keras", "keras_zip"),
-    Reader("torchscript", "torch_file", "sniff_torchscript", "read_torchscript"),
-    Reader("torch", "torch_file"),
-    Reader("numpy", "numpy_file"),
-    Reader("safetensors", "safetensors_file"),
-    Reader("keras-json", "keras_json"),
+    Reader("keras-h5", "keras_h5", ("hdf5",)),
+    Reader("hdf5", "hdf5_file", ("hdf5",)),
+    Reader("keras", "keras_zip", ("zip",)),
+    Reader("torchscript", "torch_file", ("zip",), "sniff_torchscript", "read_torchscript"),
+    Reader("torch", "torch_file", ("zip", "torch-legacy")),
+    Reader("numpy", "numpy_file", ("npy", "zip")),
+    Reader("safetensors", "safetensors_file", ("safetensors", "json")),
+    Reader("keras-json", "keras_json", ("json",)),
 )
 FORMATS = tuple(r.format for r in READERS)
 
@@ -102,7 +103,10 @@ def detect(path: str) -> str:
     size = os.path.getsize(path)
     head = _sniff.read_head(path)
     _sniff.diagnose(head, path, size)
+    family = _sniff.family(head, path, size)
     for reader in READERS:
+        if family not in reader.families:
+            continue
         mod = _module(reader)
         if mod is None:
             continue

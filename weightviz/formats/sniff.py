@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import struct
+import zipfile
+from functools import lru_cache
 
 from ..errors import CorruptFileError, UnknownFormatError, message
 
@@ -52,6 +54,18 @@ def is_zip(head: bytes) -> bool:
     return head[:4] in ZIP_MAGICS
 
 
+def zip_names(path: str) -> tuple[str, ...]:
+    """Member names of a zip (cached per path, size and mtime: several sniffers ask)."""
+    st = os.stat(path)
+    return _zip_names(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _zip_names(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+    with zipfile.ZipFile(path) as z:
+        return tuple(z.namelist())
+
+
 def is_npy(head: bytes) -> bool:
     return head.startswith(NPY_MAGIC)
 
@@ -74,6 +88,23 @@ def is_safetensors(head: bytes, size: int) -> bool:
 def is_json(head: bytes) -> bool:
     s = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     return s[:1] in (b"{", b"[")
+
+
+def family(head: bytes, path: str, size: int) -> str | None:
+    """Which byte family a file belongs to; readers are only asked about their own."""
+    if is_zip(head):
+        return "zip"
+    if is_torch_legacy(head):
+        return "torch-legacy"
+    if is_npy(head):
+        return "npy"
+    if is_hdf5(head, path):
+        return "hdf5"
+    if is_safetensors(head, size):
+        return "safetensors"
+    if is_json(head):
+        return "json"
+    return None
 
 
 def first_bytes(head: bytes, n: int = 16) -> str:

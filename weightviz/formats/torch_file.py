@@ -52,20 +52,15 @@ def _torch_global_ok(name: str) -> bool:
 
 
 # ---------------------------------------------------------------- sniffing
-def _zip_names(path) -> list[str]:
-    with zipfile.ZipFile(path) as z:
-        return z.namelist()
-
-
 def sniff_torchscript(head: bytes, path) -> bool:
     return _sniff.is_zip(head) and any(n.endswith("/constants.pkl") or n == "constants.pkl"
-                                       for n in _zip_names(path))
+                                       for n in _sniff.zip_names(path))
 
 
 def sniff(head: bytes, path) -> bool:
     if _sniff.is_torch_legacy(head):
         return True
-    return _sniff.is_zip(head) and _data_pkl(_zip_names(path)) is not None
+    return _sniff.is_zip(head) and _data_pkl(_sniff.zip_names(path)) is not None
 
 
 def _data_pkl(names) -> str | None:

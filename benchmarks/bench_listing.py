@@ -1,0 +1,151 @@
+"""Listing a large checkpoint: weightviz.open + names/shapes vs each format library's own listing.
+
+Writes (in a temporary folder, deleted afterwards) one checkpoint of ``--tensors``
+float32 tensors totalling ``--size-mb`` MB as safetensors, a torch.save zip, an
+uncompressed .npz and an .h5, then for each file runs, in fresh subprocesses
+(warm page cache), weightviz and the library's own listing:
+
+* safetensors: ``safe_open(framework="np")`` keys + ``get_slice(k).get_shape()``
+* torch:       ``torch.load(mmap=True, weights_only=True, map_location="cpu")`` keys + shapes
+* npz:         ``np.load`` keys (shapes are not available without reading each member)
+* h5:          ``h5py`` ``visititems`` shapes
+
+Times are wall-clock from before the first import to the end of the listing (imports
+included: weightviz pays for torch only on torch files), medians of ``--repeat`` runs;
+memory is the child's peak RSS (``VmHWM`` in ``/proc/self/status``; ``ru_maxrss``
+would include the parent's peak, inherited across fork + exec). The "extra"
+column is weightviz's peak RSS minus the library's.
+
+    .venv/bin/python benchmarks/bench_listing.py --size-mb 1024 --tensors 1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CHILD_PRELUDE = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+"""
+CHILD_EPILOGUE = """
+t1 = time.perf_counter()
+# VmHWM (peak RSS of this process image): ru_maxrss would carry the parent's peak across fork+exec
+with open("/proc/self/status") as fh:
+    rss = next(int(l.split()[1]) for l in fh if l.startswith("VmHWM")) / 1024
+print(json.dumps({"seconds": t1 - t0, "rss_mb": rss, "n": len(out),
+                  "torch": "torch" in sys.modules}))
+"""
+
+LISTINGS = {
+    "weightviz": """
+import weightviz
+ckpt = weightviz.open(PATH)
+out = [(name, e.shape, e.dtype) for name, e in ckpt.items()]
+""",
+    "safetensors": """
+from safetensors import safe_open
+with safe_open(PATH, framework="np") as f:
+    out = [(k, f.get_slice(k).get_shape()) for k in f.keys()]
+""",
+    "torch": """
+import torch
+sd = torch.load(PATH, mmap=True, weights_only=True, map_location="cpu")
+out = [(k, tuple(v.shape)) for k, v in sd.items()]
+""",
+    "npz": """
+import numpy as np
+with np.load(PATH) as z:
+    out = list(z.keys())
+""",
+    "h5": """
+import h5py
+out = []
+with h5py.File(PATH, "r") as f:
+    f.visititems(lambda n, o: out.append((n, o.shape)) if isinstance(o, h5py.Dataset) else None)
+""",
+}
+FILES = {"safetensors": "ckpt.safetensors", "torch": "ckpt.pt", "npz": "ckpt.npz", "h5": "ckpt.h5"}
+
+
+def write_files(folder: str, size_mb: int, n: int) -> dict[str, str]:
+    import h5py
+    import numpy as np
+    import torch
+    from safetensors.numpy import save_file
+
+    per = size_mb * 2**20 // (4 * n)
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal(per, dtype=np.float32)
+    arrays = {f"layers.{i:04d}.weight": (block + i).reshape(-1, 64) if per % 64 == 0 else block + i
+              for i in range(n)}
+    paths = {k: os.path.join(folder, v) for k, v in FILES.items()}
+    save_file(arrays, paths["safetensors"])
+    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, paths["torch"])
+    np.savez(paths["npz"], **arrays)
+    with h5py.File(paths["h5"], "w") as f:
+        for k, v in arrays.items():
+            f[k] = v
+    return paths
+
+
+def run(code: str, path: str) -> dict:
+    src = CHILD_PRELUDE + f"PATH = {path!r}\n" + code + CHILD_EPILOGUE
+    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(code: str, path: str, repeat: int) -> dict:
+    runs = [run(code, path) for _ in range(repeat)]
+    return {"seconds": statistics.median(r["seconds"] for r in runs),
+            "rss_mb": statistics.median(r["rss_mb"] for r in runs),
+            "n": runs[0]["n"], "torch": runs[0]["torch"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--tensors", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", default=None, help="where to write the temporary files")
+    args = ap.parse_args(argv)
+    folder = tempfile.mkdtemp(prefix="wv-bench-", dir=args.dir)
+    try:
+        t = time.perf_counter()
+        paths = write_files(folder, args.size_mb, args.tensors)
+        sizes = {k: os.path.getsize(p) / 2**20 for k, p in paths.items()}
+        print(f"wrote {len(paths)} files of ~{args.size_mb} MB, {args.tensors} tensors each "
+              f"in {time.perf_counter() - t:.0f} s")
+        for k, p in paths.items():          # warm the page cache for every run alike
+            with open(p, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        rows = []
+        for fmt, path in paths.items():
+            lib = measure(LISTINGS[fmt], path, args.repeat)
+            wv = measure(LISTINGS["weightviz"], path, args.repeat)
+            if wv["n"] != args.tensors:
+                raise RuntimeError(f"weightviz listed {wv['n']} tensors in {fmt}")
+            rows.append((fmt, sizes[fmt], lib, wv))
+        head = (f"{'format':<12} {'file MB':>8} {'library s':>10} {'weightviz s':>12} {'ratio':>6} "
+                f"{'library MB':>11} {'weightviz MB':>13} {'extra MB':>9} {'torch imported':>15}")
+        print(head)
+        print("-" * len(head))
+        for fmt, size, lib, wv in rows:
+            print(f"{fmt:<12} {size:>8.0f} {lib['seconds']:>10.3f} {wv['seconds']:>12.3f} "
+                  f"{wv['seconds'] / lib['seconds']:>6.2f} {lib['rss_mb']:>11.0f} {wv['rss_mb']:>13.0f} "
+                  f"{wv['rss_mb'] - lib['rss_mb']:>9.0f} {str(wv['torch']):>15}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
