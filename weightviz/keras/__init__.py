@@ -5,10 +5,14 @@ The built module takes the same inputs as the Keras model (channels-last images,
 sequences; several inputs as positional arguments in the model's input order) and returns
 what Keras returns (several outputs as a tuple). Keras layer names are submodule names.
 
-Not reproduced (refused with UnsupportedLayerError before building, never silently):
-masks reaching RNN / global pooling / attention / TimeDistributed layers, layers without a
-converter (``supported_layers()`` lists those with one). Not modelled: ``stateful`` RNNs keep
-no state between calls (each call starts from zeros, like a freshly reset Keras model).
+Keras masks (``Embedding(mask_zero=True)``, ``Masking``) are reproduced for RNNs,
+Bidirectional and GlobalAveragePooling1D. Refused with UnsupportedLayerError before anything
+is built, never silently approximated: layers without a converter (``supported_layers()``
+lists those with one), unknown activations, masks reaching attention / TimeDistributed /
+nested models, call options such as ``return_attention_scores`` or ``use_causal_mask``.
+Lambda layers raise UnsafeCheckpointError unless ``custom_layers`` replaces them. Not
+modelled: ``stateful`` RNNs keep no state between calls (each call starts from zeros, like a
+freshly reset Keras model); RNNs run an explicit time loop (exact, not cuDNN-fast).
 """
 from __future__ import annotations
 
