@@ -66,7 +66,8 @@ def _check_node_kwargs(sp: LayerSpec, where: str, problems: list):
             if has_tensor and key not in allowed:
                 problems.append(f"{where} is called with a tensor for {key!r}, which is not "
                                 "supported")
-            elif not has_tensor and value not in (None, False, [], {}) and key not in IGNORED_KWARGS:
+            elif (not has_tensor and value not in (None, False, [], {}) and key not in IGNORED_KWARGS
+                  and not (conv and key in conv.const_kwargs)):
                 problems.append(f"{where} is called with {key}={value!r}, which is not supported")
 
 

@@ -71,9 +71,15 @@ def _resolve(x: Any, env: dict) -> Any:
     return x
 
 
-def tensor_kwargs(node: Node) -> dict:
-    """Keyword arguments that carry tensors (other kwargs were vetted by the pre-scan)."""
-    return {k: v for k, v in node.kwargs.items() if any(True for _ in _walk_refs(v))}
+def call_kwargs(sp, node: Node, ctx: Context) -> dict:
+    """Keyword arguments passed to the module: those carrying tensors, plus the plain-data
+    options its converter accepts (the rest were vetted by the pre-scan)."""
+    conv = None
+    if sp.inner is None and not (sp.path in ctx.custom_layers or sp.name in ctx.custom_layers):
+        conv = CONVERTERS.get(sp.class_name)
+    consts = conv.const_kwargs if conv else ()
+    return {k: v for k, v in node.kwargs.items()
+            if any(True for _ in _walk_refs(v)) or (k in consts and v is not None)}
 
 
 def _store(env: dict, name: str, k: int, out: Any) -> None:
@@ -170,7 +176,7 @@ def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Con
     for sp, k in call_order(spec):
         node = sp.nodes[k]
         args = _resolve(node.args, env)
-        kw = _resolve(tensor_kwargs(node), env)
+        kw = _resolve(call_kwargs(sp, node, ctx), env)
         if sp.name not in model._attr:
             attr = sanitize(sp.name, taken)
             module = make_module(sp, args, kw, weights, ctx)
@@ -178,7 +184,7 @@ def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Con
             model._attr[sp.name] = attr
             model._layer_rows.append((sp.name, sp.class_name, attr, []))
         attr = model._attr[sp.name]
-        call = (attr, sp.name, k, node.args, tensor_kwargs(node), mask_mode(sp, ctx),
+        call = (attr, sp.name, k, node.args, call_kwargs(sp, node, ctx), mask_mode(sp, ctx),
                 returns_sequences(sp))
         with torch.no_grad():
             out = model._run(call, env, masks)

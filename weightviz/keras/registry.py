@@ -26,19 +26,20 @@ class Converter:
     slots: Callable[[dict], list[tuple[str, bool]]]
     tensor_kwargs: tuple[str, ...] = ()
     reorder: Callable | None = None  # names -> index order, for readers that walk sub-groups
+    const_kwargs: tuple[str, ...] = ()   # plain-data call options the module accepts
 
 
 CONVERTERS: dict[str, Converter] = {}
 
 
 def register(*names: str, slots: Callable | list = (), tensor_kwargs: tuple = (),
-             reorder: Callable | None = None):
+             reorder: Callable | None = None, const_kwargs: tuple = ()):
     """Decorator: register ``build`` for the Keras class ``names``."""
     slot_fn = slots if callable(slots) else (lambda cfg, _s=list(slots): list(_s))
 
     def deco(fn):
         for n in names:
-            CONVERTERS[n] = Converter(fn, slot_fn, tuple(tensor_kwargs), reorder)
+            CONVERTERS[n] = Converter(fn, slot_fn, tuple(tensor_kwargs), reorder, tuple(const_kwargs))
         return fn
     return deco
 

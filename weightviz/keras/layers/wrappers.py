@@ -1,4 +1,4 @@
-"""TimeDistributed and MultiHeadAttention."""
+"""TimeDistributed and MultiHeadAttention (with attention_mask and use_causal_mask)."""
 from __future__ import annotations
 
 import math
@@ -74,11 +74,23 @@ class MultiHeadAttention(nn.Module):
         b = getattr(self, f"{part}_bias")
         return y + b if b is not None else y
 
-    def forward(self, query, value, key=None):
+    def forward(self, query, value, key=None, attention_mask=None, use_causal_mask=False):
         key = value if key is None else key
         q = self._proj("query", query) / math.sqrt(self.key_dim)
         k, v = self._proj("key", key), self._proj("value", value)
-        scores = torch.einsum("bshd,bthd->bhts", k, q).softmax(dim=-1)
+        scores = torch.einsum("bshd,bthd->bhts", k, q)
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask.bool() if attention_mask.dtype == torch.bool else attention_mask > 0.5
+        if use_causal_mask:
+            t, s = scores.shape[-2], scores.shape[-1]
+            causal = torch.ones(t, s, dtype=torch.bool, device=scores.device).tril()
+            mask = causal if mask is None else mask & causal
+        if mask is not None:                       # Keras: masked scores -> -1e9 before softmax
+            if mask.dim() == 3:
+                mask = mask.unsqueeze(1)
+            scores = torch.where(mask, scores, torch.full_like(scores, -1e9))
+        scores = scores.softmax(dim=-1)
         ctx = torch.einsum("bhts,bshd->bthd", scores, v)
         y = torch.einsum("bthd,hde->bte", ctx, self.attention_output_kernel)
         return y + self.attention_output_bias if self.attention_output_bias is not None else y
@@ -97,8 +109,9 @@ def _mha_order(names: list[str]) -> list[int]:
     return order if sorted(order) == list(range(len(names))) else list(range(len(names)))
 
 
-@register("MultiHeadAttention", slots=_mha_slots, tensor_kwargs=("value", "key", "query"),
-          reorder=_mha_order)
+@register("MultiHeadAttention", slots=_mha_slots,
+          tensor_kwargs=("value", "key", "query", "attention_mask"),
+          const_kwargs=("use_causal_mask",), reorder=_mha_order)
 def multi_head_attention(spec, x, kwargs, weights, ctx):
     cfg = spec.config
     if cfg.get("attention_axes") not in (None, [1], (1,), 1):
