@@ -94,7 +94,7 @@ def test_detect_by_content_not_extension(model_files, tmp_path, label, fmt):
 
 def test_registry_order_and_names():
     names = [r.format for r in formats.READERS]
-    assert names == ["keras-h5", "hdf5", "keras", "torchscript", "torch", "numpy", "safetensors",
+    assert names == ["keras-h5", "hdf5", "keras", "numpy", "torchscript", "torch", "safetensors",
                      "keras-json"]
     assert names.index("keras-h5") < names.index("hdf5")
     assert {"torch", "torchscript", "safetensors", "numpy", "hdf5"} <= set(formats.available_formats())
@@ -162,3 +162,12 @@ def test_bit_flips_raise_weightviz_errors_only(tmp_path, model_files, label, pos
     p = tmp_path / ("b" + os.path.splitext(path)[1])
     p.write_bytes(bytes(data))
     _must_fail_cleanly(str(p))
+
+
+def test_tar_archive_named_as_such(tmp_path):
+    import tarfile
+    (tmp_path / "inner.pt").write_bytes(b"x")
+    with tarfile.open(tmp_path / "model.tar", "w") as t:
+        t.add(tmp_path / "inner.pt", arcname="inner.pt")
+    with pytest.raises(UnknownFormatError, match="tar archive"):
+        wv.open(tmp_path / "model.tar")

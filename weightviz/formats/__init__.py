@@ -9,8 +9,9 @@ Reader modules are imported lazily by name, so a missing or broken module
 never stops the others, and opening a safetensors/NumPy/HDF5 file never
 imports torch. Order matters: the Keras HDF5 reader gets the first chance at
 HDF5 files (it decides by root attributes / groups) and the plain HDF5 tree
-reader is the fallback; ``.keras`` zips go to the Keras reader before the torch
-and npz readers look at a zip; ``*.safetensors.index.json`` is claimed before
+reader is the fallback; ``.keras`` zips go to the Keras reader before the npz
+and torch readers look at a zip (npz first: its test is cheaper, and a zip of
+``.npy`` members without ``data.pkl`` is never a torch file); ``*.safetensors.index.json`` is claimed before
 other JSON goes to the Keras JSON reader.
 """
 from __future__ import annotations
@@ -35,9 +36,9 @@ READERS: tuple[Reader, ...] = (
     Reader("keras-h5", "keras_h5", ("hdf5",)),
     Reader("hdf5", "hdf5_file", ("hdf5",)),
     Reader("keras", "keras_zip", ("zip",)),
+    Reader("numpy", "numpy_file", ("npy", "zip")),
     Reader("torchscript", "torch_file", ("zip",), "sniff_torchscript", "read_torchscript"),
     Reader("torch", "torch_file", ("zip", "torch-legacy")),
-    Reader("numpy", "numpy_file", ("npy", "zip")),
     Reader("safetensors", "safetensors_file", ("safetensors", "json")),
     Reader("keras-json", "keras_json", ("json",)),
 )

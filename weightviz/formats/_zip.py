@@ -8,6 +8,7 @@ import zlib
 from contextlib import contextmanager
 
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
+from .sniff import zip_infos
 
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
               NotImplementedError, UnicodeDecodeError)
@@ -22,34 +23,44 @@ def _bad(path, what, got=None) -> CorruptFileError:
         fix="the file may be truncated; download or copy it again", got=got))
 
 
+def checked_infos(path: str) -> tuple[zipfile.ZipInfo, ...]:
+    """The zip's directory, checked: no duplicates, no encryption, members inside the file,
+    no zip bombs. Read once per file (cached in ``sniff.zip_infos``)."""
+    size = os.path.getsize(path)
+    try:
+        infos = zip_infos(path)
+    except ZIP_ERRORS as exc:
+        raise _bad(path, "its directory cannot be read", got=f"{type(exc).__name__}: {exc}"[:200]) from None
+    if len(infos) > MAX_MEMBERS:
+        raise _bad(path, f"{len(infos):,} members is more than weightviz reads")
+    seen = set()
+    for i in infos:
+        if i.filename in seen:
+            raise UnsafeCheckpointError(message(
+                f"{os.path.basename(path)} holds two members named {i.filename!r}",
+                expected="unique member names", fix="do not trust this file: readers disagree on "
+                "which copy counts", got=i.filename))
+        seen.add(i.filename)
+        if i.flag_bits & 0x1:
+            raise _bad(path, f"member {i.filename!r} is encrypted")
+        if i.header_offset < 0 or i.header_offset + i.compress_size > size:
+            raise _bad(path, f"member {i.filename!r} runs past the end of the file",
+                       got=f"{size:,} bytes")
+        if i.compress_type != zipfile.ZIP_STORED and i.file_size > MAX_RATIO * i.compress_size + 2**20:
+            raise _bad(path, f"member {i.filename!r} claims to inflate {i.compress_size:,} bytes "
+                             f"to {i.file_size:,} (a zip bomb?)")
+    return infos
+
+
 @contextmanager
 def open_zip(path: str):
-    """A ``ZipFile`` whose directory was checked: no duplicates, no encryption, sizes that fit."""
-    size = os.path.getsize(path)
+    """A ``ZipFile`` whose directory passed :func:`checked_infos`."""
+    checked_infos(path)
     try:
         z = zipfile.ZipFile(path)
     except ZIP_ERRORS as exc:
         raise _bad(path, "its directory cannot be read", got=f"{type(exc).__name__}: {exc}"[:200]) from None
     try:
-        infos = z.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise _bad(path, f"{len(infos):,} members is more than weightviz reads")
-        seen = set()
-        for i in infos:
-            if i.filename in seen:
-                raise UnsafeCheckpointError(message(
-                    f"{os.path.basename(path)} holds two members named {i.filename!r}",
-                    expected="unique member names", fix="do not trust this file: readers disagree on "
-                    "which copy counts", got=i.filename))
-            seen.add(i.filename)
-            if i.flag_bits & 0x1:
-                raise _bad(path, f"member {i.filename!r} is encrypted")
-            if i.header_offset < 0 or i.header_offset + i.compress_size > size:
-                raise _bad(path, f"member {i.filename!r} runs past the end of the file",
-                           got=f"{size:,} bytes")
-            if i.compress_type != zipfile.ZIP_STORED and i.file_size > MAX_RATIO * i.compress_size + 2**20:
-                raise _bad(path, f"member {i.filename!r} claims to inflate {i.compress_size:,} bytes "
-                                 f"to {i.file_size:,} (a zip bomb?)")
         yield z
     finally:
         z.close()

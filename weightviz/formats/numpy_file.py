@@ -23,6 +23,7 @@ import os
 import pickle
 import struct
 import zipfile
+from contextlib import ExitStack
 from math import prod
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..errors import (CorruptFileError, UnknownFormatError, UnsafeCheckpointErro
                       message)
 from . import sniff as _sniff
 from ._unpickle import _encode
-from ._zip import ZIP_ERRORS, bad_member, member_data_offset, open_zip, read_member
+from ._zip import ZIP_ERRORS, bad_member, checked_infos, member_data_offset, open_zip, read_member
 
 MAX_HEADER = 1 << 20
 MAX_PICKLE = 1 << 31
@@ -151,8 +152,11 @@ def _read_npy(path: str) -> Checkpoint:
 def _read_npz(path: str) -> Checkpoint:
     entries: dict[str, TensorEntry] = {}
     extras: dict = {}
-    with open_zip(path) as z, open(path, "rb") as f:
-        for info in z.infolist():
+    infos = checked_infos(path)
+    with ExitStack() as stack:
+        f = stack.enter_context(open(path, "rb"))
+        z = None
+        for info in infos:
             if not info.filename.endswith(".npy"):
                 extras.setdefault("other_members", []).append(info.filename)
                 continue
@@ -163,6 +167,8 @@ def _read_npz(path: str) -> Checkpoint:
                 f.seek(start)
                 dtype, shape, fortran, hlen = parse_header(f.read, path, f"member {key!r}: ")
             else:
+                if z is None:
+                    z = stack.enter_context(open_zip(path))
                 try:
                     with z.open(info) as m:
                         dtype, shape, fortran, hlen = parse_header(m.read, path, f"member {key!r}: ")
@@ -173,6 +179,8 @@ def _read_npz(path: str) -> Checkpoint:
             if dtype.hasobject:
                 if info.file_size > MAX_PICKLE:
                     raise _bad(path, f"member {key!r}: the pickled object array is larger than 2 GiB")
+                if z is None:
+                    z = stack.enter_context(open_zip(path))
                 data = read_member(z, info, MAX_PICKLE, path)
                 arr = _safe_unpickle(data[hlen:], path)
                 sub, more = _from_objects(arr, path, prefix=key)

@@ -55,15 +55,20 @@ def is_zip(head: bytes) -> bool:
 
 
 def zip_names(path: str) -> tuple[str, ...]:
-    """Member names of a zip (cached per path, size and mtime: several sniffers ask)."""
+    """Member names of a zip (several sniffers ask: the directory is read once)."""
+    return tuple(i.filename for i in zip_infos(path))
+
+
+def zip_infos(path: str) -> tuple[zipfile.ZipInfo, ...]:
+    """The zip's directory entries, cached per (path, size, mtime); treat them as read-only."""
     st = os.stat(path)
-    return _zip_names(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    return _zip_infos(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
 @lru_cache(maxsize=8)
-def _zip_names(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+def _zip_infos(path: str, size: int, mtime_ns: int) -> tuple[zipfile.ZipInfo, ...]:
     with zipfile.ZipFile(path) as z:
-        return tuple(z.namelist())
+        return tuple(z.infolist())
 
 
 def is_npy(head: bytes) -> bool:
@@ -130,6 +135,13 @@ def diagnose(head: bytes, path: str, size: int) -> None:
             fix="run `git lfs pull` (or `git lfs fetch && git lfs checkout`) in the repository, "
                 "or download the file through its 'resolve'/raw URL",
             got=head[:200].decode("utf-8", "replace").strip().replace("\n", " | ")))
+    if head[257:262] == b"ustar":
+        raise UnknownFormatError(message(
+            f"{name} is a tar archive (the pre-0.4 torch.save format, or a packed folder)",
+            expected="a weight file",
+            fix="unpack it and open the weight file inside; a very old torch.save tar must be "
+                "re-saved with a current PyTorch (torch.load(weights_only=True) refuses it too)",
+            got="tar member " + repr(head[:100].split(b"\0", 1)[0].decode("latin1"))))
     low = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:512].lower()
     if low.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in low[:256]:
         raise UnknownFormatError(message(
