@@ -37,7 +37,7 @@ def _examples(spec, size: int) -> list:
                 f"the input shape of Keras model {spec.name!r} is unknown",
                 expected="an InputLayer / input_shape / build_input_shape in the config",
                 fix="build the Keras model with an explicit input shape before saving it"))
-        shape = (2,) + tuple(size if d is None else int(d) for d in s.shape[1:])
+        shape = (1,) + tuple(size if d is None else int(d) for d in s.shape[1:])
         if "int" in s.dtype or "bool" in s.dtype:
             out.append(torch.zeros(shape, dtype=torch.int64))
         else:

@@ -5,6 +5,7 @@ Tensors stay in Keras layout, so Concatenate's axis and Dot's axes keep their Ke
 from __future__ import annotations
 
 import functools
+import operator
 
 import torch
 
@@ -12,28 +13,42 @@ from ..registry import register
 from .core import Fn
 
 
+class Merge(Fn):
+    """A merge layer, called Keras-style with one list, or op-style with positional
+    arguments (Keras 3 records ``x + 3.0`` in configs as an ``Add`` op called ``(x, 3.0)``)."""
+
+    def forward(self, *args):
+        xs = list(args[0]) if len(args) == 1 and isinstance(args[0], (list, tuple)) else list(args)
+        return self.fn(xs)
+
+
+def _tensors(xs):
+    ref = next(x for x in xs if isinstance(x, torch.Tensor))
+    return [x if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=ref.dtype) for x in xs]
+
+
 def _fold(op, text):
-    return Fn(lambda xs: functools.reduce(op, xs), text)
+    return Merge(lambda xs: functools.reduce(op, _tensors(xs)), text)
 
 
 @register("Add", "add")
 def add(spec, x, kwargs, weights, ctx):
-    return _fold(torch.add, "sum")
+    return _fold(operator.add, "sum")
 
 
 @register("Subtract", "subtract")
 def subtract(spec, x, kwargs, weights, ctx):
-    return Fn(lambda xs: xs[0] - xs[1], "x0 - x1")
+    return Merge(lambda xs: xs[0] - xs[1], "x0 - x1")
 
 
 @register("Multiply", "multiply")
 def multiply(spec, x, kwargs, weights, ctx):
-    return _fold(torch.mul, "product")
+    return _fold(operator.mul, "product")
 
 
 @register("Average", "average")
 def average(spec, x, kwargs, weights, ctx):
-    return Fn(lambda xs: functools.reduce(torch.add, xs) / len(xs), "mean")
+    return Merge(lambda xs: functools.reduce(operator.add, xs) / len(xs), "mean")
 
 
 @register("Maximum", "maximum")
