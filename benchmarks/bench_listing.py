@@ -7,12 +7,14 @@ uncompressed .npz and an .h5, then for each file runs, in fresh subprocesses
 
 * safetensors: ``safe_open(framework="np")`` keys + ``get_slice(k).get_shape()``
 * torch:       ``torch.load(mmap=True, weights_only=True, map_location="cpu")`` keys + shapes
-* npz:         ``np.load`` keys (shapes are not available without reading each member)
+* npz:         ``np.load`` keys (no shapes: NpzFile gives none without loading members)
+* npz+shapes:  ``zipfile`` + ``np.lib.format`` header of every member (what a listing needs)
 * h5:          ``h5py`` ``visititems`` shapes
 
 Times are wall-clock from before the first import to the end of the listing (imports
-included: weightviz pays for torch only on torch files); library and weightviz runs are
-interleaved, the best of ``--repeat`` runs is shown (the ratio of medians too);
+included: weightviz pays for torch only on torch files), and of the listing alone after
+the top-level import; library and weightviz runs are interleaved, the best of
+``--repeat`` runs is shown (the ratio of medians too);
 memory is the child's peak RSS (``VmHWM`` in ``/proc/self/status``; ``ru_maxrss``
 would include the parent's peak, inherited across fork + exec). The "extra"
 column is weightviz's peak RSS minus the library's.
@@ -36,41 +38,46 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 """
 CHILD_EPILOGUE = """
-t1 = time.perf_counter()
+t2 = time.perf_counter()
 # VmHWM (peak RSS of this process image): ru_maxrss would carry the parent's peak across fork+exec
 with open("/proc/self/status") as fh:
     rss = next(int(l.split()[1]) for l in fh if l.startswith("VmHWM")) / 1024
-print(json.dumps({"seconds": t1 - t0, "rss_mb": rss, "n": len(out),
+print(json.dumps({"seconds": t2 - t0, "listing": t2 - t1, "rss_mb": rss, "n": len(out),
                   "torch": "torch" in sys.modules}))
 """
 
+# (imports, listing): the listing's own time is measured after the imports
 LISTINGS = {
-    "weightviz": """
-import weightviz
+    "weightviz": ("import weightviz", """
 ckpt = weightviz.open(PATH)
 out = [(name, e.shape, e.dtype) for name, e in ckpt.items()]
-""",
-    "safetensors": """
-from safetensors import safe_open
+"""),
+    "safetensors": ("from safetensors import safe_open", """
 with safe_open(PATH, framework="np") as f:
     out = [(k, f.get_slice(k).get_shape()) for k in f.keys()]
-""",
-    "torch": """
-import torch
+"""),
+    "torch": ("import torch", """
 sd = torch.load(PATH, mmap=True, weights_only=True, map_location="cpu")
 out = [(k, tuple(v.shape)) for k, v in sd.items()]
-""",
-    "npz": """
-import numpy as np
+"""),
+    "npz": ("import numpy as np", """
 with np.load(PATH) as z:
     out = list(z.keys())
-""",
-    "h5": """
-import h5py
+"""),
+    "npz+shapes": ("import numpy as np, zipfile", """
+out = []
+with zipfile.ZipFile(PATH) as z:
+    for name in z.namelist():
+        with z.open(name) as m:
+            version = np.lib.format.read_magic(m)
+            read = np.lib.format.read_array_header_1_0 if version[0] == 1 else np.lib.format.read_array_header_2_0
+            out.append((name[:-4], read(m)[0]))
+"""),
+    "h5": ("import h5py", """
 out = []
 with h5py.File(PATH, "r") as f:
     f.visititems(lambda n, o: out.append((n, o.shape)) if isinstance(o, h5py.Dataset) else None)
-""",
+"""),
 }
 FILES = {"safetensors": "ckpt.safetensors", "torch": "ckpt.pt", "npz": "ckpt.npz", "h5": "ckpt.h5"}
 
@@ -96,15 +103,17 @@ def write_files(folder: str, size_mb: int, n: int) -> dict[str, str]:
     return paths
 
 
-def run(code: str, path: str) -> dict:
-    src = CHILD_PRELUDE + f"PATH = {path!r}\n" + code + CHILD_EPILOGUE
+def run(code: tuple[str, str], path: str) -> dict:
+    imports, listing = code
+    src = (CHILD_PRELUDE + f"PATH = {path!r}\n" + imports + "\nt1 = time.perf_counter()\n"
+           + listing + CHILD_EPILOGUE)
     out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=600)
     if out.returncode:
         raise RuntimeError(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_pair(lib_code: str, path: str, repeat: int) -> tuple[dict, dict]:
+def measure_pair(lib_code: tuple[str, str], path: str, repeat: int) -> tuple[dict, dict]:
     """Library and weightviz runs interleaved (the machine's load hits both alike);
     the best time of each (noise only ever adds), the median peak RSS."""
     lib, wv = [], []
@@ -114,6 +123,7 @@ def measure_pair(lib_code: str, path: str, repeat: int) -> tuple[dict, dict]:
 
     def summary(runs):
         return {"seconds": min(r["seconds"] for r in runs),
+                "listing": min(r["listing"] for r in runs),
                 "median_s": statistics.median(r["seconds"] for r in runs),
                 "rss_mb": statistics.median(r["rss_mb"] for r in runs),
                 "n": runs[0]["n"], "torch": runs[0]["torch"]}
@@ -139,21 +149,27 @@ def main(argv=None):
                 while f.read(1 << 24):
                     pass
         rows = []
-        for fmt, path in paths.items():
+        cases = [(fmt, path) for fmt, path in paths.items()]
+        cases.insert(3, ("npz+shapes", paths["npz"]))
+        for fmt, path in cases:
             lib, wv = measure_pair(LISTINGS[fmt], path, args.repeat)
             if wv["n"] != args.tensors:
                 raise RuntimeError(f"weightviz listed {wv['n']} tensors in {fmt}")
-            rows.append((fmt, sizes[fmt], lib, wv))
-        head = (f"{'format':<12} {'file MB':>8} {'library s':>10} {'weightviz s':>12} {'ratio':>6} "
-                f"{'median ratio':>13} "
-                f"{'library MB':>11} {'weightviz MB':>13} {'extra MB':>9} {'torch imported':>15}")
+            rows.append((fmt, sizes[fmt.split("+")[0]], lib, wv))
+        head = (f"{'format':<12} {'file MB':>8} | {'library s':>9} {'weightviz s':>11} {'ratio':>5} "
+                f"{'median':>6} | {'lib list s':>10} {'wv open s':>9} | {'library MB':>10} "
+                f"{'weightviz MB':>12} {'extra MB':>8} {'torch':>6}")
         print(head)
         print("-" * len(head))
         for fmt, size, lib, wv in rows:
-            print(f"{fmt:<12} {size:>8.0f} {lib['seconds']:>10.3f} {wv['seconds']:>12.3f} "
-                  f"{wv['seconds'] / lib['seconds']:>6.2f} {wv['median_s'] / lib['median_s']:>13.2f} "
-                  f"{lib['rss_mb']:>11.0f} {wv['rss_mb']:>13.0f} "
-                  f"{wv['rss_mb'] - lib['rss_mb']:>9.0f} {str(wv['torch']):>15}")
+            print(f"{fmt:<12} {size:>8.0f} | {lib['seconds']:>9.3f} {wv['seconds']:>11.3f} "
+                  f"{wv['seconds'] / lib['seconds']:>5.2f} {wv['median_s'] / lib['median_s']:>6.2f} | "
+                  f"{lib['listing']:>10.3f} {wv['listing']:>9.3f} | {lib['rss_mb']:>10.0f} "
+                  f"{wv['rss_mb']:>12.0f} {wv['rss_mb'] - lib['rss_mb']:>8.0f} {str(wv['torch']):>6}")
+        print("whole process (imports + listing), best of runs; 'median' = ratio of medians;\n"
+              "'lib list s' = the library's listing after its import; 'wv open s' = weightviz.open +\n"
+              "names/shapes after `import weightviz` (includes importing numpy, the reader and, for\n"
+              "torch files, torch itself). Peak RSS = VmHWM of the child process.")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -163,9 +163,8 @@ def _read_npz(path: str) -> Checkpoint:
             key = info.filename[:-4]
             stored = info.compress_type == zipfile.ZIP_STORED
             if stored:
-                start = member_data_offset(f, info, path)
-                f.seek(start)
-                dtype, shape, fortran, hlen = parse_header(f.read, path, f"member {key!r}: ")
+                start, read = _stored_member(f, info, path)
+                dtype, shape, fortran, hlen = parse_header(read, path, f"member {key!r}: ")
             else:
                 if z is None:
                     z = stack.enter_context(open_zip(path))
@@ -200,6 +199,30 @@ def _read_npz(path: str) -> Checkpoint:
                 entries[key] = TensorEntry(key, shape, canon, loader=_member_loader(
                     path, info.filename, hlen, nbytes, dtype, shape, order))
     return Checkpoint(entries, "numpy", path=path, metadata={"container": "npz"}, extras=extras)
+
+
+def _stored_member(f, info, path):
+    """(data offset, reader of the member's first bytes) with one read for the local zip
+    header and a typical .npy header together (1000 members: half the system calls)."""
+    f.seek(info.header_offset)
+    buf = f.read(30 + len(info.orig_filename.encode("utf-8", "surrogateescape")) + 64 + 192)
+    if len(buf) < 30 or buf[:4] != b"PK\x03\x04":
+        start = member_data_offset(f, info, path)          # raises the right error
+    else:
+        n, e = struct.unpack("<HH", buf[26:30])
+        start = info.header_offset + 30 + n + e
+    stream = io.BytesIO(buf[start - info.header_offset:])
+
+    def read(k):
+        out = stream.read(k)
+        if len(out) < k:                                   # header longer than the first read
+            f.seek(start + stream.tell())
+            more = f.read(k - len(out))
+            stream.seek(0, io.SEEK_END)
+            stream.write(more)
+            out += more
+        return out
+    return start, read
 
 
 def _member_loader(path, member, hlen, nbytes, dtype, shape, order):
