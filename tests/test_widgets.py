@@ -326,3 +326,18 @@ def test_browser_error_in_callback_is_shown(cnn_ckpt):
     assert "disk went away" in b.error.value and b.error.layout.display != "none"
     b.select("fc1.weight")
     assert b.last_error is None and b.error.value == ""
+
+
+def test_importing_the_widgets_imports_neither_matplotlib_nor_torch():
+    import subprocess
+    import sys
+    code = ("import sys, weightviz, weightviz.widgets; "
+            "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]" and out.stderr == ""
+
+
+def test_top_level_verbs_delegate(cnn, images, cnn_ckpt):
+    x, _ = images
+    assert isinstance(wv.browse(cnn_ckpt), LayerBrowser)
+    assert isinstance(wv.predict(cnn, x[:2]), PredictionExplorer)

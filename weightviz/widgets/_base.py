@@ -29,10 +29,15 @@ CSS = """
 class Canvas:
     """One matplotlib Figure reused for every redraw, rendered to PNG into an Image widget."""
 
-    def __init__(self, width: float, height: float, dpi: int = 96, *, css_width: str | None = None):
+    def __init__(self, width: float, height: float, dpi: int = 96, *, css_width: str | None = None,
+                 cache_size: int = 0):
         import ipywidgets as w
+        from collections import OrderedDict
         self.width, self.height, self.dpi = width, height, dpi
         self._figure = None
+        self.cache_size = cache_size
+        self._cache: OrderedDict = OrderedDict()
+        self.hits = 0
         self.image = w.Image(format="png", layout=w.Layout(
             width=css_width or f"{int(width * dpi)}px", height="auto", max_width="100%"))
 
@@ -55,13 +60,40 @@ class Canvas:
         return fig
 
     def show(self) -> bytes:
-        """Render the figure to PNG and put the bytes in the Image widget."""
+        """Render the figure to PNG and put the bytes in the Image widget.
+
+        One Agg draw, then a fast PNG encode (zlib level 1) of the RGBA buffer:
+        ``print_png`` would encode at level 6, which costs as much as the draw itself."""
+        from PIL import Image
+        canvas = self.figure.canvas
+        canvas.draw()
+        w, h = canvas.get_width_height(physical=True)
         buf = io.BytesIO()
-        self.figure.canvas.print_png(buf)
+        Image.frombuffer("RGBA", (w, h), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(
+            buf, format="png", compress_level=1)
         data = buf.getvalue()
         self.image.value = data
         self.image.layout.display = None
         return data
+
+    def render(self, key, draw) -> bool:
+        """Show the PNG cached under ``key``, or clear the figure, ``draw(figure)`` and
+        render it (then cache the bytes).  Returns True on a cache hit (nothing drawn:
+        ``figure`` still holds the last drawing)."""
+        data = self._cache.get(key) if self.cache_size else None
+        if data is not None:
+            self._cache.move_to_end(key)
+            self.image.value = data
+            self.image.layout.display = None
+            self.hits += 1
+            return True
+        draw(self.clear())
+        data = self.show()
+        if self.cache_size:
+            self._cache[key] = data
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return False
 
     def hide(self):
         self.image.layout.display = "none"

@@ -38,12 +38,15 @@ class LayerBrowser(w.VBox):
 
     Programmatic use: ``select(name)``, ``selected``, ``tensor_list`` (the Select), ``filter.value = "conv"``,
     ``log_toggle.value`` / ``clip_toggle.value``; what is shown: ``card.value`` (HTML),
-    ``last_figure`` (the histogram Figure), ``structure_figure`` (heatmap or kernel grid,
-    or None), ``shown_panels`` (tensor names drawn as histograms), ``last_error``.
+    ``last_figure`` (the histogram Figure as last drawn), ``structure_figure`` (heatmap or
+    kernel grid, or None), ``shown_panels`` (tensor names drawn as histograms), ``last_error``.
+    Rendered PNGs are cached per tensor and toggle state (``cache`` entries; 0 turns the
+    cache off), so a revisit shows the earlier image without drawing: the figures then
+    still hold the last *drawn* tensor.
     """
 
     def __init__(self, source, *, model=None, bins: int = 100, eager: bool | None = None,
-                 rows: int = 20):
+                 rows: int = 20, cache: int = 32):
         from ..stats import as_checkpoint
         self.ckpt: Checkpoint = as_checkpoint(source)
         self.bins = int(bins)
@@ -87,8 +90,9 @@ class LayerBrowser(w.VBox):
         self.clip_toggle = w.ToggleButton(value=False, description="clip outliers", icon="compress",
                                    layout=w.Layout(width="auto"))
         self.error = error_box()
-        self.hist_canvas = Canvas(6.4, 2.3, dpi=96)
-        self.struct_canvas = Canvas(6.4, 2.8, dpi=96)
+        # rendered PNGs are kept per (tensor, toggles): going back to a tensor costs nothing
+        self.hist_canvas = Canvas(6.4, 2.3, dpi=96, cache_size=cache)
+        self.struct_canvas = Canvas(6.4, 2.8, dpi=96, cache_size=cache)
         self.struct_canvas.hide()
 
         left = w.VBox([self.filter, self.count, self.tensor_list, self.list_style],
@@ -243,52 +247,59 @@ class LayerBrowser(w.VBox):
             self._draw_structure(name)
 
     def _panels(self, name: str) -> list[str]:
+        """The selected tensor, or its layer's weight and bias when it is one of them."""
+        from ..plots import select
         layer = self._layer_of.get(name)
-        members = self.ckpt.layers().get(layer, []) if layer is not None else []
-        weight = [m for m in members if _leaf(m) in ("weight", "kernel")]
-        bias = [m for m in members if _leaf(m) == "bias"]
-        if weight and bias and name in (weight[0], bias[0]):
-            return [weight[0], bias[0]]
-        return [name]
+        if layer is None or layer == name:
+            return [name]
+        pair = select(self.names, layer, self.ckpt.layers())
+        return pair if name in pair else [name]
 
     def _draw_hist(self, name: str) -> None:
         from .. import plots
+        from ..stats import StatsTable
         panels = self._panels(name)
-        for p in panels:
-            self.tensor_stats(p)
-        fig = self.hist_canvas.clear()
-        axes = fig.subplots(1, len(panels), squeeze=False,
-                            gridspec_kw={"width_ratios": [3, 2][:len(panels)]})[0]
-        for ax, p in zip(axes, panels):
-            plots.hist(self._stats_source, p, bins=self.bins, log=self.log_toggle.value,
-                       clip=self.clip_toggle.value, ax=ax)
-            if p == name and len(panels) > 1:
-                ax.title.set_fontweight("bold")
-        fig.tight_layout(pad=0.6)
+        log, clip = self.log_toggle.value, self.clip_toggle.value
+
+        def draw(fig):
+            # unclipped histograms come from the cached statistics (no rescan); clipping
+            # needs percentiles of the data, so plots.hist reads the tensor then
+            source = self.ckpt if clip else StatsTable(
+                {p: self.tensor_stats(p) for p in panels}, format=self.ckpt.format, bins=self.bins)
+            # fixed margins: tight_layout would cost more than the drawing itself
+            axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw={
+                "width_ratios": [3, 2][:len(panels)], "left": 0.08, "right": 0.985,
+                "bottom": 0.17, "top": 0.9, "wspace": 0.25})[0]
+            for ax, p in zip(axes, panels):
+                plots.hist(source, p, bins=self.bins, log=log, clip=clip, ax=ax)
+                ax.tick_params(labelsize=8)
+                ax.xaxis.label.set_size(8)
+                ax.yaxis.label.set_size(8)
+                if p == name and len(panels) > 1:
+                    ax.title.set_fontweight("bold")
+
+        self.hist_canvas.render(("hist", name, log, clip), draw)
         self.shown_panels = panels
-        self.hist_canvas.show()
 
     def _draw_structure(self, name: str) -> None:
         from .. import plots
         e = self.ckpt[name]
         nd = len(e.shape)
         if nd == 2 and min(e.shape) > 1:
-            draw = plots.heatmap
+            plot = plots.heatmap
         elif nd in (3, 4, 5) and min(e.shape) > 0 and _leaf(name) in ("weight", "kernel"):
-            draw = plots.kernel_grid
+            plot = plots.kernel_grid
         else:
             self.struct_canvas.hide()
             self.structure_figure = None
             return
-        fig = self.struct_canvas.clear()
-        draw(self.ckpt, name, ax=fig.add_subplot(1, 1, 1))
-        fig.tight_layout(pad=0.6)
-        self.struct_canvas.show()
-        self.structure_figure = fig
 
-    @property
-    def _stats_source(self):
-        return self.ckpt
+        def draw(fig):
+            fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.88)
+            plot(self.ckpt, name, ax=fig.add_subplot(1, 1, 1))
+
+        self.struct_canvas.render(("structure", name), draw)
+        self.structure_figure = self.struct_canvas.figure
 
     def _card_html(self, name: str, s) -> str:
         e = self.ckpt[name]
