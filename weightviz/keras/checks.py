@@ -45,6 +45,11 @@ def _check_layer(cls: str, cfg: dict, ctx: Context, where: str, problems: list, 
     if conv is None:
         problems.append(f"{where} has no torch converter")
         return
+    if cls == "TFOpLambda":
+        from .layers.tfops import known as tf_known
+        if not tf_known(cls, cfg):
+            problems.append(f"{where} calls tf.{cfg.get('function')}, which has no torch "
+                            "equivalent here")
     for v in _activation_values(cls, cfg):
         if v is not None and not known(v, ctx.major):
             problems.append(f"{where} uses activation {activation_name(v)!r}, which has no "
@@ -59,15 +64,15 @@ def _check_layer(cls: str, cfg: dict, ctx: Context, where: str, problems: list, 
 
 def _check_node_kwargs(sp: LayerSpec, where: str, problems: list):
     conv = CONVERTERS.get(sp.class_name)
-    allowed = conv.tensor_kwargs if conv else ()
+    allowed = conv.tensor_kwargs + conv.const_kwargs if conv else ()
     for node in sp.nodes:
         for key, value in (node.kwargs or {}).items():
             has_tensor = any(True for _ in _walk_refs(value))
-            if has_tensor and key not in allowed:
+            if has_tensor and key not in allowed and "*" not in allowed:
                 problems.append(f"{where} is called with a tensor for {key!r}, which is not "
                                 "supported")
             elif (not has_tensor and value not in (None, False, [], {}) and key not in IGNORED_KWARGS
-                  and not (conv and key in conv.const_kwargs)):
+                  and not (conv and (key in conv.const_kwargs or "*" in conv.const_kwargs))):
                 problems.append(f"{where} is called with {key}={value!r}, which is not supported")
 
 

@@ -230,12 +230,13 @@ def _parse_node(data: Any, names: set[str]) -> tuple[Node, bool]:
         return Node(_convert_k3(data.get("args") or []), _convert_k3(data.get("kwargs") or {})), False
     if isinstance(data, list) and data and all(isinstance(e, list) and len(e) in (3, 4)
                                                for e in data):
-        refs = [Ref(e[0], e[1], e[2]) for e in data]
+        # tf.keras writes a constant first argument as ["_CONSTANT_VALUE", -1, value, kwargs]
+        refs = [e[2] if e[0] == "_CONSTANT_VALUE" else Ref(e[0], e[1], e[2]) for e in data]
         kwargs = data[0][3] if len(data[0]) == 4 and isinstance(data[0][3], dict) else {}
         return Node([refs[0] if len(refs) == 1 else refs],
                     _convert_legacy_kwargs(kwargs, names)), True
     if isinstance(data, list) and len(data) in (3, 4) and isinstance(data[0], str):
-        return _parse_node([data], names)          # a single un-nested entry
+        return _parse_node([data], names)          # a single un-nested entry (op layers)
     raise _bad("an inbound node is neither the Keras 2 list form nor the Keras 3 dict form", data)
 
 

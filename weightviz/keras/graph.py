@@ -79,7 +79,7 @@ def call_kwargs(sp, node: Node, ctx: Context) -> dict:
         conv = CONVERTERS.get(sp.class_name)
     consts = conv.const_kwargs if conv else ()
     return {k: v for k, v in node.kwargs.items()
-            if any(True for _ in _walk_refs(v)) or (k in consts and v is not None)}
+            if any(True for _ in _walk_refs(v)) or ((k in consts or "*" in consts) and v is not None)}
 
 
 def _store(env: dict, name: str, k: int, out: Any) -> None:
