@@ -209,3 +209,20 @@ def test_renamed_prefix_and_odd_names(tmp_path, sd):
     torch.save(sd, tmp_path / "my.model.v2.bin")
     shutil.copy(tmp_path / "my.model.v2.bin", tmp_path / "renamed.ckpt")
     assert list(wv.open(tmp_path / "renamed.ckpt")) == list(sd)
+
+
+def test_recorded_extras_are_lazy_entries_and_expanded_views_unlisted(tmp_path, tiny_model):
+    """A checkpoint the weights_only loader refuses (a whole model inside) is listed from the
+    recording: optimizer tensors in extras stay readable, a stride-0 view is not listed."""
+    tiny_model.register_buffer("wide", torch.ones(1).expand(10**6))
+    try:
+        torch.save({"model": tiny_model, "optimizer": {"exp_avg": torch.arange(3.0)}, "epoch": 2},
+                   tmp_path / "c.pt")
+    finally:
+        del tiny_model._buffers["wide"]
+    ckpt = wv.open(tmp_path / "c.pt")
+    assert ckpt.metadata["unwrapped"] == "model"
+    assert "wide" not in ckpt and "wide" in ckpt.extras["unlisted_tensors"]
+    assert list(ckpt) == list(tiny_model.state_dict())
+    assert ckpt.extras["epoch"] == 2
+    assert torch.equal(ckpt.extras["optimizer"]["exp_avg"].torch(), torch.arange(3.0))

@@ -17,7 +17,7 @@ import codecs
 import collections
 import io
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import UnsafeCheckpointError, capped, message
 

@@ -233,13 +233,11 @@ def _from_record(obj, up, path, locs, fmt, meta) -> Checkpoint:
     entries = {}
     for name, rec in tensors.items():
         entry = _record_entry(name, rec, path, locs)
-        if entry is None:
-            extras.setdefault("unlisted_tensors", {})[name] = "stored compressed (not listed)"
+        if isinstance(entry, str):
+            extras.setdefault("unlisted_tensors", {})[name] = entry
         else:
             entries[name] = entry
-    for k, v in list(extras.items()):
-        if isinstance(v, (Recorded, Opaque)):
-            extras[k] = repr(v)
+    extras = _readable_extras(extras, path, locs)
     meta["reader"] = "recording unpickler (nothing imported or run)"
     if unwrapped:
         meta["unwrapped"] = unwrapped
@@ -250,10 +248,27 @@ def _from_record(obj, up, path, locs, fmt, meta) -> Checkpoint:
     return Checkpoint(entries, fmt, path=path, metadata=meta, extras=extras)
 
 
+def _readable_extras(extras, path, locs, depth=0):
+    """Extras with recorded tensors made lazy TensorEntries and recorded objects named."""
+    if depth > 16:
+        return extras
+    if isinstance(extras, TensorRecord):
+        entry = _record_entry("extra", extras, path, locs)
+        return entry if not isinstance(entry, str) else f"<tensor: {entry}>"
+    if isinstance(extras, (Recorded, Opaque)):
+        return repr(extras)
+    if isinstance(extras, dict):
+        return {k: _readable_extras(v, path, locs, depth + 1) for k, v in extras.items()}
+    if isinstance(extras, (list, tuple)):
+        return type(extras)(_readable_extras(v, path, locs, depth + 1) for v in extras)
+    return extras
+
+
 def _record_entry(name, rec: TensorRecord, path, locs):
+    """A TensorEntry for a recorded tensor, or why it is not listed."""
     base = locs.get(rec.storage.key)
     if base is None:
-        return None
+        return "stored compressed (not listed)"
     item = dtypes.itemsize(rec.dtype)
     numel = int(np.prod(rec.size, dtype=np.int64)) if rec.size else 1
     span = 1 + sum((s - 1) * st for s, st in zip(rec.size, rec.stride)) if numel else 0
@@ -261,6 +276,8 @@ def _record_entry(name, rec: TensorRecord, path, locs):
     if (rec.offset + span) * item > storage_bytes:
         raise _bad(path, f"tensor {name!r} reaches past the end of its storage",
                    got=f"shape {rec.size}, stride {rec.stride}, offset {rec.offset}")
+    if numel * item > storage_bytes:
+        return "expanded / overlapping view larger than its storage (not listed)"
     view = dtypes.numpy_view_dtype(rec.dtype)
     contiguous = all(st == int(np.prod(rec.size[i + 1:], dtype=np.int64))
                      for i, (s, st) in enumerate(zip(rec.size, rec.stride)) if s > 1)
