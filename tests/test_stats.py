@@ -413,3 +413,13 @@ def test_random_arrays_match_reference(a):
     finally:
         _scan.CHUNK = old
     check(s, reference(a), rtol=1e-7)
+
+
+def test_float32_input_is_shifted_and_summed_in_float64(small_chunks):
+    # float32 arithmetic on x - K would be off here (NumPy 2 keeps Python floats weak)
+    a = np.concatenate([[2.0 ** 24], np.full(2999, 1.0), [3.0]]).astype(np.float32)
+    s = one(a)
+    ref = a.astype(np.float64)
+    assert s.mean == pytest.approx(ref.mean(), rel=1e-13)
+    assert s.std == pytest.approx(ref.std(), rel=1e-12)
+    assert s.norm == pytest.approx(np.linalg.norm(ref), rel=1e-13)

@@ -7,8 +7,8 @@ widened to native float32/float64 in a reused buffer (bf16 by bit shift, fp8 by 
 byte swap), then:
 
 * pass A (only for tensors longer than one chunk): finite min/max per chunk;
-* pass B: zero/NaN/Inf counts, shifted float64 sums (sum of ``x-K`` and of its
-  square, BLAS dot products over a float64 copy of the chunk), the histogram over
+* pass B: zero/NaN/Inf counts, shifted float64 sums (pairwise sums of ``x-K`` and
+  of its square over a float64 copy of the chunk), the histogram over
   the finite range (``fast_histogram``; values equal to the upper edge are added
   back, since it leaves them out), and per-unit zero counts for dead-unit search.
 
@@ -193,12 +193,11 @@ class _Part:
 
 
 class _Buffers:
-    """Per-worker scratch space: a widening buffer, a float64 copy, ones and a mask."""
+    """Per-worker scratch space: widening buffers, a float64 copy and a mask."""
 
     def __init__(self, chunk: int):
         self.chunk = chunk
         self.d64 = np.empty(chunk, np.float64)
-        self.ones = np.ones(chunk, np.float64)
         self.mask = np.empty(chunk, bool)
         self.widen = {}
 
@@ -383,16 +382,27 @@ class Scanner:
         from fast_histogram import histogram1d
         m = x.size
         d = buf.d64[:m]
+        # dtype=float64: with NumPy 2 promotion a Python float would keep float32 math
         if big:                                # tiny scale first, so nothing overflows
-            np.multiply(x, scale, out=d)
+            np.multiply(x, scale, out=d, dtype=np.float64)
             np.subtract(d, K * scale, out=d)
         else:
-            np.subtract(x, K, out=d)
-        p.s1 = float(np.dot(d, buf.ones[:m]))
-        p.s2 = float(np.dot(d, d))
-        p.counts = histogram1d(x, bins, (hlo, hhi))
-        if cmn <= hhi <= cmx:                  # fast_histogram leaves out x == upper edge
-            p.counts[-1] += np.count_nonzero(x == hhi)
+            np.subtract(x, K, out=d, dtype=np.float64)
+        # pairwise float64 sums; no BLAS dot: OpenBLAS threads spin badly on a busy machine
+        p.s1 = float(np.add.reduce(d))
+        if clipped or big:
+            p.counts = histogram1d(x, bins, (hlo, hhi))
+            if cmn <= hhi <= cmx:              # fast_histogram leaves out x == upper edge
+                p.counts[-1] += np.count_nonzero(x == hhi)
+        else:
+            # bin the float64 copy d = x - K over the shifted range: fast_histogram reads
+            # float64 without converting.  Subtracting K is monotonic, so every d lies in
+            # [lo - K, hi - K]; only d == hi - K (left out by fast_histogram) is added back.
+            top = hhi - K
+            p.counts = histogram1d(d, bins, (hlo - K, top))
+            if cmx >= hhi:
+                p.counts[-1] += np.count_nonzero(d >= top)
+        p.s2 = float(np.add.reduce(np.square(d, out=d)))
         if clipped:
             if cmn < hlo:
                 p.under = int(np.count_nonzero(x < hlo))
