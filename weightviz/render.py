@@ -16,6 +16,11 @@ COLOURS = {
     "transposed": "#9a6700", "missing": "#cf222e", "unexpected": "#8250df",
     "shape_mismatch": "#cf222e", "non_finite": "#cf222e",
     "warn": "#9a6700", "bad": "#cf222e", "info": "#57606a",
+    # tensor statistics flags (weightviz.stats)
+    "nan": "#cf222e", "inf": "#cf222e", "all_zero": "#cf222e", "dead_units": "#cf222e",
+    "constant": "#9a6700", "outliers": "#9a6700", "single_value": "#57606a",
+    "empty": "#57606a", "integer": "#57606a", "bool": "#57606a", "complex": "#57606a",
+    "low_precision": "#57606a",
 }
 
 
