@@ -226,3 +226,15 @@ def test_recorded_extras_are_lazy_entries_and_expanded_views_unlisted(tmp_path, 
     assert list(ckpt) == list(tiny_model.state_dict())
     assert ckpt.extras["epoch"] == 2
     assert torch.equal(ckpt.extras["optimizer"]["exp_avg"].torch(), torch.arange(3.0))
+
+
+def test_allocation_gadgets_are_refused(tmp_path):
+    """bytearray(huge) is admitted by torch's allowlist; the recording pass refuses it first."""
+    import pickletools  # noqa: F401 - documents the opcodes below
+    payload = (b"\x80\x02}q\x00X\x01\x00\x00\x00bq\x01c__builtin__\nbytearray\nq\x02"
+               b"\x8a\x06\x00\x00\x00\x00\x00\x01\x85q\x03Rq\x04s.")   # {'b': bytearray(2**40)}
+    with zipfile.ZipFile(tmp_path / "big.pt", "w") as z:
+        z.writestr("big/data.pkl", payload)
+        z.writestr("big/version", "3\n")
+    with pytest.raises(CorruptFileError, match="bytearray"):
+        wv.open(tmp_path / "big.pt")

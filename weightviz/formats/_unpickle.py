@@ -45,7 +45,17 @@ TORCH_OPAQUE = {
     "_rebuild_device_tensor_from_cpu_tensor",
 }
 NUMPY_OPAQUE = {"_reconstruct", "scalar", "ndarray", "dtype"}
-SAFE_BUILTINS = {"set": set, "frozenset": frozenset, "bytearray": bytearray, "complex": complex,
+MAX_BYTEARRAY = 1 << 20
+
+
+def _bytearray(*args):
+    """bytearray from data only: ``bytearray(10**12)`` would allocate a terabyte."""
+    if args and isinstance(args[0], int) and not 0 <= args[0] <= MAX_BYTEARRAY:
+        raise pickle.UnpicklingError(f"bytearray of {args[0]} bytes requested")
+    return bytearray(*args)
+
+
+SAFE_BUILTINS = {"set": set, "frozenset": frozenset, "bytearray": _bytearray, "complex": complex,
                  "slice": slice, "list": list, "dict": dict, "tuple": tuple}
 
 
