@@ -203,3 +203,18 @@ def test_import_weightviz_stays_light():
     code = "import sys, weightviz; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_kernel_grid_on_a_real_keras_file():
+    from pathlib import Path
+    path = Path(__file__).parent / "fixtures" / "keras_models" / "conv.h5"
+    if not path.exists():
+        pytest.skip("Keras fixture not present")
+    ckpt = wv.open(str(path))
+    ax = plots.kernel_grid(ckpt, "c_same_s2/kernel")        # (3, 3, 3, 4) HWIO: 4 filters
+    assert "filters 1–4 of 4" in ax.get_title() and "keras layout" in ax.get_title()
+    hwio = ckpt["c_same_s2/kernel"].numpy()
+    np.testing.assert_allclose(ax.get_images()[0].get_array()[:3, :3],
+                               hwio[:, :, :, 0].mean(axis=2), rtol=1e-6)
+    axes = wv.hist(ckpt, "c_same_s2")
+    assert [a.get_title().split()[0] for a in axes] == ["c_same_s2/kernel", "c_same_s2/bias"]

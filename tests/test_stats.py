@@ -423,3 +423,23 @@ def test_float32_input_is_shifted_and_summed_in_float64(small_chunks):
     assert s.mean == pytest.approx(ref.mean(), rel=1e-13)
     assert s.std == pytest.approx(ref.std(), rel=1e-12)
     assert s.norm == pytest.approx(np.linalg.norm(ref), rel=1e-13)
+
+
+def test_real_keras_file_matches_reference():
+    from pathlib import Path
+    path = Path(__file__).parent / "fixtures" / "keras_models" / "conv.h5"
+    if not path.exists():
+        pytest.skip("Keras fixture not present")
+    ckpt = weightviz.open(str(path))
+    table = stats(ckpt)
+    assert list(table) == list(ckpt) and table.format == "keras-h5"
+    for name, entry in ckpt.items():
+        check(table[name], reference(entry.numpy()), rtol=1e-7)
+
+
+def test_keras_layout_dead_columns_by_format():
+    k = np.ones((6, 4), np.float32)
+    k[:, 2] = 0                                   # one dead output unit (a column)
+    ckpt = Checkpoint({"dense_1_W": TensorEntry("dense_1_W", k.shape, "float32", loader=lambda: k)},
+                      format="keras-h5")
+    assert stats(ckpt)["dense_1_W"].dead_units == 1
