@@ -443,3 +443,12 @@ def test_keras_layout_dead_columns_by_format():
     ckpt = Checkpoint({"dense_1_W": TensorEntry("dense_1_W", k.shape, "float32", loader=lambda: k)},
                       format="keras-h5")
     assert stats(ckpt)["dense_1_W"].dead_units == 1
+
+
+def test_numpy_fallback_without_fast_histogram(monkeypatch, small_chunks):
+    a = np.random.default_rng(7).standard_normal(3000).astype(np.float32)
+    want = one(a, bins=20)
+    monkeypatch.setitem(sys.modules, "fast_histogram", None)
+    got = one(a, bins=20)
+    np.testing.assert_array_equal(got.counts, want.counts)
+    assert got.mean == want.mean

@@ -167,6 +167,18 @@ class Chunks:
 
 # ---------------------------------------------------------------- the scan
 
+def histogram1d(x, bins, rng):
+    """fast_histogram's histogram1d (values equal to the upper edge left out); a NumPy
+    fallback with the same semantics when fast-histogram is not installed."""
+    try:
+        from fast_histogram import histogram1d as fast
+    except ImportError:
+        counts = np.histogram(x, bins, rng)[0].astype(np.float64)
+        counts[-1] -= np.count_nonzero(x == rng[1])
+        return counts
+    return fast(x, bins, rng)
+
+
 def _finite_minmax(x: np.ndarray):
     """(min, max, has_nonfinite) over the finite values of a float chunk."""
     if x.size == 0:
@@ -379,7 +391,6 @@ class Scanner:
     @staticmethod
     def _moments(buf, x, p, K, scale, big, bins, hlo, hhi, cmn, cmx, clipped):
         """Shifted float64 sums and the histogram of one chunk of finite values."""
-        from fast_histogram import histogram1d
         m = x.size
         d = buf.d64[:m]
         # dtype=float64: with NumPy 2 promotion a Python float would keep float32 math
