@@ -122,10 +122,12 @@ def detect(path: str) -> str:
     ext = _extension(path)
     if ext in EXTENSIONS and _module(_reader_by_name(EXTENSIONS[ext])) is not None:
         fmt = EXTENSIONS[ext]
-        raise CorruptFileError(message(
-            f"{os.path.basename(path)} is named like a {fmt} file ({ext}) but its bytes are not",
-            expected=f"a {fmt} file",
-            fix="the file may be truncated or mislabelled; re-download it, or force a reader with format=",
+        raise UnknownFormatError(message(
+            f"{os.path.basename(path)} is named like a {fmt} file ({ext}) but its bytes are not "
+            f"one of the formats weightviz reads",
+            expected=f"a {fmt} file; looked for " + "; ".join(_sniff.LOOKED_FOR),
+            fix="the file may be truncated, damaged or mislabelled; re-download it, or force a "
+                "reader with format=",
             got="first bytes " + _sniff.first_bytes(head)))
     raise _sniff.unknown(head, path)
 
