@@ -31,20 +31,20 @@ _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 class Moments:
     """Raw per-tensor results of a scan (plain numbers; stats.py turns them into TensorStats)."""
     numel: int = 0
-    finite: int = 0
+    finite: int = 0                 # counts of finite, NaN, Inf and zero elements
     nan: int = 0
     inf: int = 0
     zeros: int = 0
-    mean: float = float("nan")
+    mean: float = float("nan")      # over finite values
     std: float = float("nan")
     min: float = float("nan")
     max: float = float("nan")
     norm: float = 0.0
     counts: np.ndarray | None = None
     edges: np.ndarray | None = None
-    underflow: int = 0
+    underflow: int = 0              # finite values outside a clipped range
     overflow: int = 0
-    dead_units: int = 0
+    dead_units: int = 0             # units (rows/columns) entirely zero, of `units`
     units: int = 0
 
 
@@ -82,30 +82,21 @@ class Widener:
     """Turns raw chunks of one stored dtype into native float32/float64 arrays."""
 
     def __init__(self, dtype: str, raw_dtype: np.dtype, chunk: int):
-        self.kind = "copy"
         raw_dtype = np.dtype(raw_dtype)
+        f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
         if dtype == "bfloat16":
-            self.kind, self.out = "bf16", np.dtype(np.float32)
+            self.kind, self.out = "bf16", f32
         elif dtype.startswith("float8"):
-            self.kind, self.out = "lut", np.dtype(np.float32)
-            self.table = _fp8_table(dtype)
+            self.kind, self.out, self.table = "lut", f32, _fp8_table(dtype)
         elif raw_dtype.kind == "c":
-            self.kind = "abs"
-            self.out = np.dtype(np.float32 if raw_dtype.itemsize <= 8 else np.float64)
-        elif raw_dtype.kind == "b":
-            self.kind, self.out = "cast", np.dtype(np.float32)
-        elif raw_dtype.kind == "f":
-            self.out = np.dtype(np.float64 if raw_dtype.itemsize > 4 else np.float32)
-            if raw_dtype == self.out:         # native float32/float64: no copy at all
-                self.kind = "view"
-            else:
-                self.kind = "cast"
-        else:                                 # integers: exact in float32 up to 16 bits
-            small = raw_dtype.itemsize <= 2
-            self.kind, self.out = "cast", np.dtype(np.float32 if small else np.float64)
-        self.buf = None if self.kind == "view" else np.empty(chunk, self.out)
-        if self.kind == "bf16":
-            self.buf = np.empty(chunk, np.uint32)
+            self.kind, self.out = "abs", (f32 if raw_dtype.itemsize <= 8 else f64)
+        elif raw_dtype.kind == "f":           # native float32/float64 need no copy at all
+            self.out = f64 if raw_dtype.itemsize > 4 else f32
+            self.kind = "view" if raw_dtype == self.out else "cast"
+        else:                                 # bool and integers: exact in float32 to 16 bits
+            self.kind, self.out = "cast", (f32 if raw_dtype.itemsize <= 2 else f64)
+        self.buf = (None if self.kind == "view"
+                    else np.empty(chunk, np.uint32 if self.kind == "bf16" else self.out))
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         k = self.kind
@@ -147,17 +138,16 @@ class Chunks:
 
     def bounds(self):
         n, c = self.n, self.chunk
-        return [(i, min(i + c, n)) for i in range(0, n, c)] or []
+        return [(i, min(i + c, n)) for i in range(0, n, c)]
 
     def release(self, start: int, stop: int):
         """Drop the pages of elements [start, stop) from this process (file pages only)."""
         if self._mm is None:
             return
         page = mmap.PAGESIZE
-        a = self._delta + start * self.itemsize
-        b = self._delta + stop * self.itemsize
-        a0 = (a // page) * page
-        b0 = (b // page) * page if stop < self.n else len(self._mm)
+        a0 = (self._delta + start * self.itemsize) // page * page
+        b0 = ((self._delta + stop * self.itemsize) // page * page if stop < self.n
+              else len(self._mm))
         if b0 > a0:
             try:
                 self._mm.madvise(_DONTNEED, a0, b0 - a0)
@@ -191,6 +181,10 @@ def _finite_minmax(x: np.ndarray):
     if f.size == 0:
         return np.inf, -np.inf, True
     return float(f.min()), float(f.max()), True
+
+
+_MERGE = (("zeros", "zeros"), ("nan", "nan"), ("inf", "inf"), ("finite", "finite"),
+          ("underflow", "under"), ("overflow", "over"))
 
 
 class _Part:
@@ -260,7 +254,8 @@ class Scanner:
         def run(item):
             buf = self._free.get()
             try:
-                return fn(buf, item)
+                with np.errstate(all="ignore"):     # errstate is per thread
+                    return fn(buf, item)
             finally:
                 self._free.put(buf)
         return run
@@ -295,33 +290,21 @@ class Scanner:
         if has_finite:
             res.min, res.max = lo, hi
         # histogram range: explicit, else finite [min, max] (numpy's +-0.5 when constant)
-        if limits is not None:
-            hlo, hhi = float(limits[0]), float(limits[1])
-        elif has_finite:
-            hlo, hhi = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
-        else:
-            hlo, hhi = 0.0, 1.0
-        if not hhi > hlo:
-            hhi = hlo + 1.0
+        hlo, hhi = ((float(limits[0]), float(limits[1])) if limits is not None
+                    else (lo, hi) if has_finite and lo < hi
+                    else (lo - 0.5, hi + 0.5) if has_finite else (0.0, 1.0))
+        hhi = hhi if hhi > hlo else hlo + 1.0
         K = lo / 2 + hi / 2 if has_finite else 0.0       # shift: keeps the variance exact
         big = has_finite and max(abs(lo), abs(hi)) > 1e150
         scale = 2.0 ** -int(np.log2(max(abs(lo), abs(hi)))) if big else 1.0
 
         # dead-unit search: zeros per output unit (rows, or last-axis columns)
         shape = entry.shape if not src.transposed else tuple(reversed(entry.shape))
-        axis = unit_axis
-        if axis is not None and src.transposed:
-            axis = "last" if axis == "first" else "first"
-        per_unit = 0
-        if axis is not None and len(shape) >= 2 and res.numel > 0:
-            units = shape[0] if axis == "first" else shape[-1]
-            per_unit = res.numel // units
-            if axis == "last" and units > self.chunk:
-                axis = None
-            else:
-                res.units = units
-        else:
-            axis = None
+        axis = {"first": "last", "last": "first"}.get(unit_axis) if src.transposed else unit_axis
+        units = (shape[0] if axis == "first" else shape[-1]) if len(shape) >= 2 else 0
+        if axis is None or res.numel == 0 or units == 0 or (axis == "last" and units > self.chunk):
+            axis, units = None, 0
+        per_unit, res.units = (res.numel // units if units else 0), units
         clipped = limits is not None
 
         def pass_b(buf, job):
@@ -357,14 +340,9 @@ class Scanner:
         unit_zeros = np.zeros(res.units, np.int64) if res.units else None
         for p, (a, b) in zip(self._map(self._with_buffers(pass_b), list(zip(bounds, ranges))),
                              bounds):
-            res.zeros += p.zeros
-            res.nan += p.nan
-            res.inf += p.inf
-            res.finite += p.finite
-            res.underflow += p.under
-            res.overflow += p.over
-            s1 += p.s1
-            s2 += p.s2
+            for mine, theirs in _MERGE:
+                setattr(res, mine, getattr(res, mine) + getattr(p, theirs))
+            s1, s2 = s1 + p.s1, s2 + p.s2
             if p.counts is not None:
                 counts += p.counts
             if p.units is not None:
