@@ -206,7 +206,7 @@ def hist(source, name_or_layer: str, *, bins: int = 100, log: bool = False, clip
     return ax
 
 
-def plot_overview(source, *, ax=None, max_labels: int = 60):
+def plot_overview(source, ax=None, *, max_labels: int = 60):
     """The whole model on one Axes: std and |max| of every float tensor, in checkpoint
     order, on a log scale; tensors with problem flags (NaN, Inf, all-zero, constant,
     dead units, outliers) are ringed in red with red tick labels.  Tick labels are
@@ -285,7 +285,7 @@ def _diverging(ax, img, title, extent=None, bad="#f6f8fa"):
     return im
 
 
-def heatmap(source, name: str, *, ax=None, max_size: int = 256):
+def heatmap(source, name: str, ax=None, *, max_size: int = 256):
     """A 2-D weight as an image (rows = output units in torch layout), block-averaged
     down to at most ``max_size`` pixels a side, read in bounded row slices. 1-D
     tensors show as one row; >2-D are flattened to (dim 0, rest)."""
@@ -323,7 +323,7 @@ def heatmap(source, name: str, *, ax=None, max_size: int = 256):
     return ax
 
 
-def kernel_grid(source, name: str, *, ax=None, n: int = 64, layout: str | None = None,
+def kernel_grid(source, name: str, ax=None, *, n: int = 64, layout: str | None = None,
                 reduce: str = "mean"):
     """Conv kernels as an image grid: the first ``n`` filters, each averaged over its input
     channels (``reduce='mean'``) or its first channel (``'first'``).  ``layout``: 'torch'
