@@ -452,3 +452,10 @@ def test_numpy_fallback_without_fast_histogram(monkeypatch, small_chunks):
     got = one(a, bins=20)
     np.testing.assert_array_equal(got.counts, want.counts)
     assert got.mean == want.mean
+
+
+def test_unreadable_tensors_raise_weightviz_errors():
+    with pytest.raises(WeightvizError, match="could not read tensor 'a'"):
+        stats({"a": torch.empty(3, device="meta")})
+    with pytest.raises(WeightvizError, match="inner state dict"):
+        stats({"a": {"b": torch.ones(2)}})

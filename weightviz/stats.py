@@ -251,6 +251,8 @@ def _entry(name: str, value):
                            loader=lambda: value)
     raise WeightvizError(message(f"value of {name!r} is not a tensor or array",
                                  expected="torch.Tensor or numpy.ndarray",
+                                 fix="For a nested checkpoint pass the inner state dict (e.g. "
+                                     "obj['state_dict']) or the file path, which is unwrapped",
                                  got=type(value).__name__))
 
 
@@ -284,8 +286,11 @@ def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None, 
         r = scanner.scan(entry, bins=bins, limits=range, unit_axis=axis, on_bytes=on_bytes)
     except (WeightvizError, MemoryError, KeyboardInterrupt):
         raise
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:   # torch: meta tensors ...
         raise WeightvizError(message(f"could not read tensor {entry.name!r}",
+                                     expected="its data (in a complete file, or in memory)",
+                                     fix="check the file is complete; meta-device tensors "
+                                         "have no data to scan",
                                      got=f"{type(exc).__name__}: {exc}")) from exc
     absmax = max(abs(r.min), abs(r.max)) if r.finite else float("nan")
     flags = []
