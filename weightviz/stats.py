@@ -120,7 +120,7 @@ class TensorStats:
         return d
 
     def _row(self):
-        return (self.name, self.dtype, self.shape, self.numel, self.mean, self.std, self.min,
+        return (self.name, self.dtype, self.shape, f"{self.numel:,}", self.mean, self.std, self.min,
                 self.max, self.absmax, f"{self.zeros:.1%}" if self.numel else "-",
                 self.nan, self.inf, " ".join(self.flags))
 
