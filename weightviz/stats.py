@@ -352,18 +352,3 @@ def stats(source, *, bins: int = 100, progress=None) -> StatsTable:
             bar.close()
     return StatsTable(out, format=ckpt.format, bins=int(bins))
 
-
-# `import weightviz.stats` makes the package attribute `weightviz.stats` this module
-# (replacing the verb from __init__): keep `weightviz.stats(...)` working either way.
-def _make_callable() -> None:
-    import sys
-    import types
-
-    class _CallableModule(types.ModuleType):
-        def __call__(self, source, **kwargs):
-            return stats(source, **kwargs)
-
-    sys.modules[__name__].__class__ = _CallableModule
-
-
-_make_callable()
