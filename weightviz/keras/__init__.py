@@ -37,6 +37,11 @@ def _examples(spec, size: int) -> list:
                 f"the input shape of Keras model {spec.name!r} is unknown",
                 expected="an InputLayer / input_shape / build_input_shape in the config",
                 fix="build the Keras model with an explicit input shape before saving it"))
+        if not all(d is None or (type(d) is int and d > 0) for d in s.shape[1:]):
+            from ..errors import CorruptFileError
+            raise CorruptFileError(message(
+                f"input {s.name!r} of Keras model {spec.name!r} has an invalid shape",
+                expected="positive sizes or None", got=repr(s.shape)[:100]))
         shape = (1,) + tuple(size if d is None else int(d) for d in s.shape[1:])
         if "int" in s.dtype or "bool" in s.dtype:
             out.append(torch.zeros(shape, dtype=torch.int64))
@@ -54,18 +59,31 @@ def build_model(architecture: dict, weights: Callable[[str], list] | None, *,
     torch's initialisation. ``custom_layers`` maps a layer name (or 'outer/inner' path) to a
     torch module that replaces it (required for Lambda layers).
     """
+    from ..errors import CorruptFileError, WeightvizError, message
     from . import layers  # noqa: F401
     from .checks import scan
     from .config import keras_major, parse
     from .graph import build_graph
     from .registry import Context
 
+    if not isinstance(architecture, dict):
+        raise CorruptFileError(message("the Keras architecture is not a JSON object",
+                                       expected='a dict with "class_name" and "config"',
+                                       got=type(architecture).__name__))
     arch = dict(architecture)
     if keras_version is not None:
         arch["keras_version"] = keras_version
     ctx = Context(keras_major(arch), dict(custom_layers or {}))
-    spec = parse(arch, ctx.major)
-    scan(spec, ctx)                        # every refusal happens here, before building
+    try:
+        spec = parse(arch, ctx.major)
+        scan(spec, ctx)                    # every refusal happens here, before building
+    except WeightvizError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        raise CorruptFileError(message(
+            "the Keras architecture is malformed", expected="a config written by Keras",
+            fix="check that the JSON / model_config is complete and unedited",
+            got=f"{type(e).__name__}: {str(e)[:200]}")) from None
     if weights is None:
         wfn = lambda name: None            # noqa: E731  keep torch's initialisation
     else:                                  # a layer missing from the source is an error later
@@ -73,9 +91,15 @@ def build_model(architecture: dict, weights: Callable[[str], list] | None, *,
     last = None
     for size in (8, 32, 96):               # unknown (None) dims: try growing example sizes
         try:
-            model = build_graph(spec, wfn, ctx, _examples(spec, size))
+            try:
+                model = build_graph(spec, wfn, ctx, _examples(spec, size))
+            except (KeyError, TypeError, AttributeError, IndexError) as e:
+                raise CorruptFileError(message(
+                    "the Keras architecture is inconsistent", expected="a config written by Keras",
+                    fix="check that the JSON / model_config is complete and unedited",
+                    got=f"{type(e).__name__}: {str(e)[:200]}")) from None
             break
-        except RuntimeError as e:          # a dummy size too small for the conv stack
+        except CorruptFileError as e:      # maybe a dummy size too small for the conv stack
             last = e
             if not any(d is None for s in spec.input_specs for d in (s.shape or ())[1:]):
                 raise

@@ -200,6 +200,12 @@ def _io_list(value: Any, major: int) -> tuple[list, str, list[str]]:
     raise _bad("model inputs/outputs are not [layer, node, tensor] triples", value)
 
 
+def _ref(a: Any, b: Any, c: Any) -> Ref:
+    if not (isinstance(a, str) and type(b) is int and type(c) is int and c >= 0):
+        raise _bad("a tensor reference is not [layer name, node index, tensor index]", [a, b, c])
+    return Ref(a, b, c)
+
+
 def _convert_k3(x: Any) -> Any:
     """Keras 3 serialized call arguments -> the same structure with Ref leaves."""
     if isinstance(x, dict):
@@ -207,7 +213,7 @@ def _convert_k3(x: Any) -> Any:
             h = (x.get("config") or {}).get("keras_history")
             if not _is_leaf(h):
                 raise _bad("a __keras_tensor__ has no keras_history", x)
-            return Ref(h[0], h[1], h[2])
+            return _ref(h[0], h[1], h[2])
         return {k: _convert_k3(v) for k, v in x.items()}
     if isinstance(x, list):
         return [_convert_k3(v) for v in x]
@@ -216,7 +222,7 @@ def _convert_k3(x: Any) -> Any:
 
 def _convert_legacy_kwargs(x: Any, names: set[str]) -> Any:
     if _is_leaf(x) and len(x) == 3 and x[0] in names:
-        return Ref(x[0], x[1], x[2])
+        return _ref(x[0], x[1], x[2])
     if isinstance(x, dict):
         return {k: _convert_legacy_kwargs(v, names) for k, v in x.items()}
     if isinstance(x, list):
@@ -231,7 +237,7 @@ def _parse_node(data: Any, names: set[str]) -> tuple[Node, bool]:
     if isinstance(data, list) and data and all(isinstance(e, list) and len(e) in (3, 4)
                                                for e in data):
         # tf.keras writes a constant first argument as ["_CONSTANT_VALUE", -1, value, kwargs]
-        refs = [e[2] if e[0] == "_CONSTANT_VALUE" else Ref(e[0], e[1], e[2]) for e in data]
+        refs = [e[2] if e[0] == "_CONSTANT_VALUE" else _ref(e[0], e[1], e[2]) for e in data]
         kwargs = data[0][3] if len(data[0]) == 4 and isinstance(data[0][3], dict) else {}
         return Node([refs[0] if len(refs) == 1 else refs],
                     _convert_legacy_kwargs(kwargs, names)), True
@@ -328,8 +334,8 @@ def _parse_functional(class_name: str, config: dict, major: int, prefix: str) ->
     for sp in layers:
         sp.nodes = [Node(_map_refs(nd.args, lambda r: fix(r, shift_nodes)),
                          _map_refs(nd.kwargs, lambda r: fix(r, shift_nodes))) for nd in sp.nodes]
-    inputs = [fix(Ref(*t), shift_io) for t in ins]
-    outputs = [fix(Ref(*t), shift_io) for t in outs]
+    inputs = [fix(_ref(*t), shift_io) for t in ins]
+    outputs = [fix(_ref(*t), shift_io) for t in outs]
     specs = []
     for r in inputs:
         sp = by_name[r.layer]

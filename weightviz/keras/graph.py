@@ -82,6 +82,16 @@ def call_kwargs(sp, node: Node, ctx: Context) -> dict:
             if any(True for _ in _walk_refs(v)) or ((k in consts or "*" in consts) and v is not None)}
 
 
+def _tensors(x: Any) -> list:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, (list, tuple)):
+        return [t for v in x for t in _tensors(v)]
+    return []
+
+
 def _store(env: dict, name: str, k: int, out: Any) -> None:
     outs = out if isinstance(out, (tuple, list)) else (out,)
     for i, o in enumerate(outs):
@@ -186,8 +196,18 @@ def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Con
         attr = model._attr[sp.name]
         call = (attr, sp.name, k, node.args, call_kwargs(sp, node, ctx), mask_mode(sp, ctx),
                 returns_sequences(sp))
-        with torch.no_grad():
-            out = model._run(call, env, masks)
+        try:
+            with torch.no_grad():
+                out = model._run(call, env, masks)
+        except WeightvizError:
+            raise
+        except Exception as e:                   # torch errors, bad arguments from the config
+            shapes = [tuple(t.shape) for t in _tensors([args, kw])]
+            raise CorruptFileError(message(
+                f"layer {sp.path!r} ({sp.class_name}) fails on inputs of shape(s) {shapes}",
+                expected="layer settings consistent with the shapes the model feeds them",
+                fix="check the architecture (or give the model inputs a fixed size)",
+                got=f"{type(e).__name__}: {str(e)[:200]}")) from e
         for row in model._layer_rows:
             if row[0] == sp.name:
                 row[3].append(out)
@@ -217,7 +237,7 @@ def make_module(sp, args, kwargs, weights, ctx: Context) -> nn.Module:
         return conv.build(sp, x, kwargs, ws, ctx)
     except WeightvizError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
+    except Exception as e:                       # missing keys, bad values, negative sizes
         raise CorruptFileError(message(
             f"the config of layer {sp.path!r} ({sp.class_name}) cannot be read",
             expected=f"a {sp.class_name} config as Keras 2/3 writes it",

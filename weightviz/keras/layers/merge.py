@@ -23,7 +23,9 @@ class Merge(Fn):
 
 
 def _tensors(xs):
-    ref = next(x for x in xs if isinstance(x, torch.Tensor))
+    ref = next((x for x in xs if isinstance(x, torch.Tensor)), None)
+    if ref is None:
+        raise TypeError("a merge layer needs at least one tensor input")
     return [x if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=ref.dtype) for x in xs]
 
 
