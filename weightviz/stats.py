@@ -218,7 +218,7 @@ class StatsTable(Mapping):
 def as_checkpoint(source):
     """A Checkpoint from a path, a Checkpoint, a state dict or an nn.Module."""
     import os
-    from .checkpoint import Checkpoint, TensorEntry
+    from .checkpoint import Checkpoint
     if isinstance(source, Checkpoint):
         return source
     if isinstance(source, (str, os.PathLike)):
