@@ -196,3 +196,18 @@ def test_nested_weights_matched_by_name_when_shapes_cannot_tell():
     x = rng.standard_normal((2, 3)).astype("float32")
     expected = (x @ ka + ba) @ kb + bb
     assert np.abs(model(x).detach().numpy() - expected).max() < 1e-5
+
+
+def test_custom_layers_by_class_name_take_a_factory():
+    lam2 = ("Lambda", {"name": "lam2", "function": LAMBDA[1]["function"]})
+    made = []
+
+    def factory(config):
+        made.append(config["name"])
+        return torch.nn.Tanh()
+    arch = seq(("Dense", {"name": "d", "units": 4, "use_bias": False}), LAMBDA, lam2)
+    k = np.eye(4, dtype="float32")
+    model = build_model(arch, lambda n: [k] if n == "d" else [], custom_layers={"Lambda": factory})
+    assert made == ["lam", "lam2"]
+    x = np.full((1, 4), 0.5, "float32")
+    assert np.allclose(model(x).detach().numpy(), np.tanh(np.tanh(x)), atol=1e-6)

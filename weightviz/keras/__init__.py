@@ -57,7 +57,9 @@ def build_model(architecture: dict, weights: Callable[[str], list] | None, *,
     ``weights(layer_name)`` returns a top-level layer's arrays in Keras ``layer.weights``
     order (for a nested model / Bidirectional / TimeDistributed, all its weights); None keeps
     torch's initialisation. ``custom_layers`` maps a layer name (or 'outer/inner' path) to a
-    torch module that replaces it (required for Lambda layers).
+    torch module (or plain function) that replaces it (required for Lambda layers), or a Keras
+    class name to a factory ``factory(layer_config) -> module`` used for every such layer.
+    Replacements get the layer's inputs in Keras layout and no Keras weights.
     """
     from ..errors import CorruptFileError, WeightvizError, message
     from . import layers  # noqa: F401

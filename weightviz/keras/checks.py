@@ -101,7 +101,7 @@ def scan(model: ModelSpec, ctx: Context) -> bool:
 
 def _scan(model: ModelSpec, ctx: Context, problems: list, unsafe: list) -> None:
     for sp in model.layers:
-        if sp.path in ctx.custom_layers or sp.name in ctx.custom_layers:
+        if ctx.custom_key(sp) is not None:
             continue
         where = _where(sp, model)
         if sp.inner is not None:

@@ -75,7 +75,7 @@ def call_kwargs(sp, node: Node, ctx: Context) -> dict:
     """Keyword arguments passed to the module: those carrying tensors, plus the plain-data
     options its converter accepts (the rest were vetted by the pre-scan)."""
     conv = None
-    if sp.inner is None and not (sp.path in ctx.custom_layers or sp.name in ctx.custom_layers):
+    if sp.inner is None and ctx.custom_key(sp) is None:
         conv = CONVERTERS.get(sp.class_name)
     consts = conv.const_kwargs if conv else ()
     return {k: v for k, v in node.kwargs.items()
@@ -218,9 +218,18 @@ def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Con
 
 
 def make_module(sp, args, kwargs, weights, ctx: Context) -> nn.Module:
-    custom = ctx.custom_layers.get(sp.path, ctx.custom_layers.get(sp.name))
-    if custom is not None:
+    key = ctx.custom_key(sp)
+    if key is not None:
         from .layers.core import _custom_check
+        custom = ctx.custom_layers[key]
+        if key == sp.class_name and key not in (sp.path, sp.name) and not isinstance(custom, nn.Module):
+            try:                                 # a factory for every layer of this class
+                custom = custom(dict(sp.config))
+            except Exception as e:
+                raise CorruptFileError(message(
+                    f"custom_layers[{key!r}] failed to build layer {sp.path!r}",
+                    expected="a factory taking the layer's config dict and returning a module",
+                    got=f"{type(e).__name__}: {str(e)[:200]}")) from e
         return _custom_check(custom, sp)
     x = args[0] if len(args) == 1 else list(args)
     from .nested import PreSplit, as_array, build_nested

@@ -29,7 +29,7 @@ REFUSE = {"MultiHeadAttention", "TimeDistributed", "Attention", "AdditiveAttenti
 
 def mode(sp: LayerSpec, ctx: Context) -> str:
     """How a call treats masks: produce | propagate | rnn | pool | drop."""
-    if sp.path in ctx.custom_layers or sp.name in ctx.custom_layers:
+    if ctx.custom_key(sp) is not None:
         return "propagate"                         # like Keras's Lambda default
     if sp.class_name == "Masking" or (sp.class_name == "Embedding" and sp.config.get("mask_zero")):
         return "produce"

@@ -30,9 +30,7 @@ def _slots(model: ModelSpec, ctx: Context, trainable: bool = True) -> list[tuple
         if sp.class_name == "InputLayer":
             continue
         t = trainable and sp.trainable
-        if sp.path in ctx.custom_layers or sp.name in ctx.custom_layers:
-            continue
-        if sp.inner is not None:
+        if sp.inner is not None:             # (a replaced layer still owns its weights)
             out += _slots(sp.inner, ctx, t)
             continue
         conv = CONVERTERS.get(sp.class_name)

@@ -49,6 +49,14 @@ class Context:
     major: int
     custom_layers: dict = field(default_factory=dict)
 
+    def custom_key(self, sp):
+        """The custom_layers key that replaces layer ``sp``: its path ('outer/inner'), its
+        name, or its class name (then the value is a factory: ``factory(config) -> module``)."""
+        for key in (sp.path, sp.name, sp.class_name):
+            if key in self.custom_layers:
+                return key
+        return None
+
     def activation(self, value, where: str):
         from . import activations
         return activations.get(value, self.major, where)
