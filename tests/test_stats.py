@@ -459,3 +459,27 @@ def test_unreadable_tensors_raise_weightviz_errors():
         stats({"a": torch.empty(3, device="meta")})
     with pytest.raises(WeightvizError, match="inner state dict"):
         stats({"a": {"b": torch.ones(2)}})
+
+
+def _rss_anon_kib():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/self/status")
+
+
+def test_memmapped_scan_keeps_anonymous_memory_bounded(tmp_path):
+    n = 12 << 20                                   # 48 MiB of float32 in the file
+    path = tmp_path / "big.bin"
+    mm = np.memmap(path, dtype="<f4", mode="w+", shape=(n,))
+    mm[::4096] = np.arange(n // 4096, dtype=np.float32)
+    mm.flush()
+    del mm
+    e = TensorEntry("w", (n // 1024, 1024), "float32",
+                    location=DataLocation(str(path), 0, np.dtype("<f4")))
+    tensor_stats(e)                                # warm buffers and imports
+    before = _rss_anon_kib()
+    s = tensor_stats(e)
+    assert _rss_anon_kib() - before < 16 * 1024    # far below the 48 MiB tensor
+    assert s.max == n // 4096 - 1 and s.counts.sum() == n
