@@ -33,37 +33,37 @@ def _fold(op, text):
     return Merge(lambda xs: functools.reduce(op, _tensors(xs)), text)
 
 
-@register("Add", "add")
+@register("Add")
 def add(spec, x, kwargs, weights, ctx):
     return _fold(operator.add, "sum")
 
 
-@register("Subtract", "subtract")
+@register("Subtract")
 def subtract(spec, x, kwargs, weights, ctx):
     return Merge(lambda xs: xs[0] - xs[1], "x0 - x1")
 
 
-@register("Multiply", "multiply")
+@register("Multiply")
 def multiply(spec, x, kwargs, weights, ctx):
     return _fold(operator.mul, "product")
 
 
-@register("Average", "average")
+@register("Average")
 def average(spec, x, kwargs, weights, ctx):
     return Merge(lambda xs: functools.reduce(operator.add, xs) / len(xs), "mean")
 
 
-@register("Maximum", "maximum")
+@register("Maximum")
 def maximum(spec, x, kwargs, weights, ctx):
     return _fold(torch.maximum, "maximum")
 
 
-@register("Minimum", "minimum")
+@register("Minimum")
 def minimum(spec, x, kwargs, weights, ctx):
     return _fold(torch.minimum, "minimum")
 
 
-@register("Concatenate", "concatenate")
+@register("Concatenate")
 def concatenate(spec, x, kwargs, weights, ctx):
     axis = int(spec.config.get("axis", -1))
     return Fn(lambda xs: torch.cat(list(xs), dim=axis), f"axis={axis}")
@@ -86,7 +86,7 @@ def batch_dot(a, b, axes: tuple[int, int]):
     return y.unsqueeze(-1) if y.dim() == 1 else y
 
 
-@register("Dot", "dot")
+@register("Dot")
 def dot(spec, x, kwargs, weights, ctx):
     cfg = spec.config
     axes = cfg.get("axes", -1)

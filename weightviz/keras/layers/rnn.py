@@ -21,8 +21,7 @@ from ...errors import UnsupportedLayerError, message
 from ..registry import register, set_param, take
 
 GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
-KINDS = {"SimpleRNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU", "CuDNNLSTM": "LSTM",
-         "CuDNNGRU": "GRU"}
+KINDS = {"SimpleRNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
 
 
 def rnn_slots(cfg) -> list[tuple[str, bool]]:
@@ -119,8 +118,6 @@ def _check_cfg(spec, cfg):
     if cfg.get("time_major"):
         raise UnsupportedLayerError(message(f"layer {spec.path!r} uses time_major=True",
                                             expected="batch-major (N, T, F) sequences"))
-    if cfg.get("implementation") == 0 and spec.class_name.startswith("CuDNN"):
-        pass
 
 
 def make_rnn(spec, cfg, class_name, fin, weights, ctx, *, go_backwards=None, return_state=None):
@@ -131,8 +128,6 @@ def make_rnn(spec, cfg, class_name, fin, weights, ctx, *, go_backwards=None, ret
     use_bias = cfg.get("use_bias", True)
     default_ra = True if ctx.major >= 3 else None
     reset_after = bool(cfg.get("reset_after", default_ra if default_ra is not None else False))
-    if class_name == "CuDNNGRU":
-        reset_after = True
     if kind != "GRU":
         reset_after = False
     bias_shape = (2, g * units) if (kind == "GRU" and reset_after) else (g * units,)
@@ -160,8 +155,7 @@ def make_rnn(spec, cfg, class_name, fin, weights, ctx, *, go_backwards=None, ret
     return m
 
 
-@register("SimpleRNN", "LSTM", "GRU", "CuDNNLSTM", "CuDNNGRU",
-          slots=rnn_slots, tensor_kwargs=("initial_state", "mask"))
+@register("SimpleRNN", "LSTM", "GRU", slots=rnn_slots, tensor_kwargs=("initial_state", "mask"))
 def rnn(spec, x, kwargs, weights, ctx):
     return make_rnn(spec, spec.config, spec.class_name, int(x.shape[-1]), weights, ctx)
 
