@@ -42,7 +42,7 @@ def hostile(tmp_path_factory):
     items = []
     for c in CASES:
         path = c.write(cases_dir / c.name)
-        items.append({"name": c.name, "path": str(path), "syspath": c.syspath, "heavy": c.heavy,
+        items.append({"name": c.name, "path": str(path), "syspath": c.syspath, "heavy": c.heavy, "timeout": c.timeout,
                       "verbs": [v for v in VERBS if c.outcome(v) is not None]})
     before = {c.name: harness.snapshot(cases_dir / c.name) for c in CASES}
     results = harness.run_cases(items, work)

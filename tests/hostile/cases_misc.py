@@ -235,7 +235,35 @@ def _broken() -> list[Case]:
     return out
 
 
+def h5_userblock(d):
+    import h5py
+    with h5py.File(d / "ub.h5", "w", userblock_size=512) as f:
+        f.create_dataset("w", data=[1.0, 2.0])
+
+
+def npy_strings(d):
+    import numpy as np
+    np.save(d / "names.npy", np.array(["a", "bb"]))
+
+
+def npy_structured(d):
+    import numpy as np
+    np.save(d / "rec.npy", np.zeros(3, dtype=[("x", "<f4"), ("y", "<i8")]))
+
+
 CASES: list[Case] = _broken() + [
+    Case("st_header_leading_spaces", "broken", "model.safetensors", lambda d: (d / "model.safetensors").write_bytes(
+        b"\x48\0\0\0\0\0\0\0" + b'  {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}'.ljust(72)
+        + b"\0" * 4), Either("the spec says a header starts with '{'; the Rust reader accepts spaces")),
+    Case("st_metadata_not_strings", "broken", "model.safetensors", lambda d: (d / "model.safetensors").write_bytes(
+        b"\x50\0\0\0\0\0\0\0" + b'{"__metadata__": {"a": 1}, "w": {"dtype": "F32", "shape": [1], '
+        b'"data_offsets": [0, 4]}}'.ljust(80) + b"\0" * 4), Refuse("CorruptFileError", r"metadata")),
+    Case("st_unknown_dtype", "broken", "model.safetensors", lambda d: (d / "model.safetensors").write_bytes(
+        b"\x48\0\0\0\0\0\0\0" + b'{"w": {"dtype": "X99", "shape": [1], "data_offsets": [0, 4]}}'.ljust(72)
+        + b"\0" * 4), Refuse("CorruptFileError", r"dtype")),
+    Case("npy_string_array", "nasty", "names.npy", npy_strings, Either("not numeric: set apart or refused")),
+    Case("npy_structured_array", "nasty", "rec.npy", npy_structured, Either("not numeric: set apart or refused")),
+    Case("h5_with_user_block", "misleading", "ub.h5", h5_userblock, Ok(format="hdf5", count=1)),
     Case("safetensors_named_pth", "misleading", "model.pth", renamed("safetensors", "model.pth"), Ok(format="safetensors", count=2)),
     Case("npz_named_h5", "misleading", "weights.h5", renamed("npz", "weights.h5"), Ok(format="numpy", count=2)),
     Case("h5_named_npy", "misleading", "weights.npy", renamed("hdf5", "weights.npy"), Ok(format="hdf5", count=2)),

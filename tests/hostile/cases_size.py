@@ -105,6 +105,65 @@ def h5_link_cycle(d):
         g["soft"] = h5py.SoftLink("/a")               # soft-link cycle
 
 
+def h5_vlen_attr(keras: bool):
+    """A variable-length string attribute whose datatype message is damaged (one bit) so that it
+    reads as a variable-length *sequence*: libhdf5 segfaults converting it (found by fuzzing)."""
+    def make(d):
+        import h5py
+        import numpy as np
+        p = d / "model.h5"
+        with h5py.File(p, "w") as f:
+            vstr = h5py.string_dtype("ascii")
+            if keras:
+                f.attrs["layer_names"] = np.array([b"dense"])
+                g = f.create_group("dense")
+                g.attrs.create("weight_names", data=["dense/kernel:0", "dense/bias:0"], dtype=vstr)
+                g.create_dataset("dense/kernel:0", data=np.ones((2, 2), "f4"))
+                g.create_dataset("dense/bias:0", data=np.ones(2, "f4"))
+            else:
+                f.create_dataset("w", data=np.ones((2, 2), "f4"))
+                f.attrs.create("weight_names", data=["a", "b"], dtype=vstr)
+                f["w"].attrs.create("weight_names", data=["a", "b"], dtype=vstr)
+        b = bytearray(p.read_bytes())
+        i = 0
+        while (i := b.find(b"weight_names\x00", i)) >= 0:
+            j = b.index(b"\x19", i)        # datatype message: version 1, class 9 (variable-length)
+            b[j + 1] ^= 4                    # type field 1 (string) -> 5 (not a valid kind)
+            i = j
+        p.write_bytes(bytes(b))
+    return make
+
+
+def h5_heap_size(d):
+    """A Keras weights file whose vlen strings live in a global heap (GCOL) where one object's
+    size field is damaged (one bit, found by fuzzing): libhdf5 loops forever reading them."""
+    import struct
+
+    import h5py
+    import numpy as np
+    p = d / "model.h5"
+    with h5py.File(p, "w") as f:
+        vstr = h5py.string_dtype("ascii")
+        f.attrs.create("backend", data="tensorflow", dtype=vstr)
+        f.attrs["layer_names"] = np.array([b"dense"])
+        g = f.create_group("dense")
+        g.attrs.create("weight_names", data=["dense/kernel:0", "dense/bias:0"], dtype=vstr)
+        g.create_dataset("dense/kernel:0", data=np.ones((2, 2), "f4"))
+    b = bytearray(p.read_bytes())
+    o = b.index(b"GCOL") + 16                   # first heap object: index, refcount, reserved, size
+    size = struct.unpack("<Q", b[o + 8:o + 16])[0]
+    o += 16 + (size + 7) // 8 * 8               # the second object
+    b[o + 9] ^= 4                               # its size grows by 1,024 bytes
+    p.write_bytes(bytes(b))
+
+
+def pt_pkl_bomb(d):
+    """data.pkl itself deflated ~1000:1 to 1 GiB (inflated before any pickle opcode is read)."""
+    bomb = craft.zero_bomb(2**30, prefix=b"")
+    bomb.name = b"archive/data.pkl"
+    craft.write_zip(d / "model.pt", [bomb, craft.RawMember("archive/version", b"3\n")], align=0)
+
+
 # ------------------------------------------------------------------ torch
 def pt_storage_huge(d):
     s = craft.Storage("0", "FloatStorage", 10**12, b"\0" * 16)
@@ -211,6 +270,14 @@ CASES: list[Case] = [
     Case("keras_weights_deflate_bomb_1gib", "size", "model.keras", keras_bomb,
          Refuse(CORRUPT, r"bomb|ratio|inflate|declares"), keras=True, heavy=True),
     Case("h5_dataset_1e14_elements", "size", "huge.h5", h5_huge, Refuse(CORRUPT, r"declares|stores")),
+    Case("keras_h5_attribute_vlen_type_damaged", "size", "model.h5", h5_vlen_attr(True),
+         Refuse(CORRUPT, r"attribute|weight_names"), heavy=True),
+    Case("h5_attribute_vlen_type_damaged", "size", "model.h5", h5_vlen_attr(False),
+         Either("attributes skipped or refused"), heavy=True),
+    Case("keras_h5_global_heap_object_size_damaged", "size", "model.h5", h5_heap_size,
+         Refuse(CORRUPT, r"heap|attribute|damaged|read"), timeout=12),
+    Case("pt_data_pkl_deflate_bomb_1gib", "size", "model.pt", pt_pkl_bomb,
+         Refuse(ANYERR, r"bomb|ratio|inflate"), heavy=True),
     Case("h5_10k_datasets", "size", "many.h5", h5_10k, Ok(count=10_000), heavy=True),
     Case("h5_hard_and_soft_link_cycles", "size", "cycle.h5", h5_link_cycle, Either("cycles walked once or refused")),
     Case("pt_storage_declares_1e12", "size", "model.pt", pt_storage_huge, Refuse(CORRUPT, r"storage|bytes")),

@@ -70,6 +70,7 @@ class Case:
     syspath: bool = False  # the case directory is put on sys.path (a module there must not be imported)
     secret: bool = False   # a secret lives next to the file: it must not appear in any output
     heavy: bool = False    # slow to generate or to read (10,000 tensors, 1 GiB bombs)
+    timeout: float | None = None   # seconds before the case counts as hung (default: the harness's)
 
     def outcome(self, verb: str) -> Outcome | None:
         if verb == "build" and not self.keras:

@@ -73,6 +73,7 @@ def run_cases(items: list[dict], work: Path, *, isolate: bool | None = None) -> 
     if isolate is None:
         isolate = os.environ.get("WEIGHTVIZ_HOSTILE_ISOLATE") == "1"
     heavy = {i["name"]: i.get("heavy", False) for i in items}
+    limits = {i["name"]: i.get("timeout") for i in items}
     cwd = work / "cwd"
     cwd.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -102,7 +103,7 @@ def run_cases(items: list[dict], work: Path, *, isolate: bool | None = None) -> 
                 seen = len(lines)
                 if rc is not None:
                     break
-                limit = (TIMEOUT * (3 if heavy.get(current) else 1)) if current else STARTUP
+                limit = limits.get(current) or (TIMEOUT * (3 if heavy.get(current) else 1)) if current else STARTUP
                 if time.monotonic() - since > limit:
                     os.killpg(proc.pid, 9)
                     proc.wait()
@@ -111,7 +112,7 @@ def run_cases(items: list[dict], work: Path, *, isolate: bool | None = None) -> 
                 time.sleep(0.05)
         stdout, stderr = _sections(out_path), _sections(err_path)
         if current is not None and current not in results:
-            why = (f"hung: no result after {TIMEOUT:.0f} s" if rc == "timeout" else
+            why = ("hung: no result in time" if rc == "timeout" else
                    f"the process died (exit status {rc}" + (f", signal {-rc})" if isinstance(rc, int) and rc < 0 else ")"))
             results[current] = {"fatal": why}
         elif rc not in (0, None) and current is None and not any(i["name"] in results for i in batch):
