@@ -100,7 +100,10 @@ def _call_read(reader: Reader, path: str, options: dict):
 
 
 def detect(path: str) -> str:
-    """The format name the registry would use for ``path`` (content first, extension second)."""
+    """The format name the registry would use for ``path``: the first reader whose sniffer
+    claims the bytes; else the reader the extension names (it then reports, as a
+    CorruptFileError or UnknownFormatError, what is wrong with the bytes); else an
+    UnknownFormatError listing what was looked for and the first bytes."""
     size = os.path.getsize(path)
     head = _sniff.read_head(path)
     _sniff.diagnose(head, path, size)
@@ -121,14 +124,8 @@ def detect(path: str) -> str:
             return reader.format
     ext = _extension(path)
     if ext in EXTENSIONS and _module(_reader_by_name(EXTENSIONS[ext])) is not None:
-        fmt = EXTENSIONS[ext]
-        raise UnknownFormatError(message(
-            f"{os.path.basename(path)} is named like a {fmt} file ({ext}) but its bytes are not "
-            f"one of the formats weightviz reads",
-            expected=f"a {fmt} file; looked for " + "; ".join(_sniff.LOOKED_FOR),
-            fix="the file may be truncated, damaged or mislabelled; re-download it, or force a "
-                "reader with format=",
-            got="first bytes " + _sniff.first_bytes(head)))
+        # extension second: the reader the name points to explains what is wrong with the bytes
+        return EXTENSIONS[ext]
     raise _sniff.unknown(head, path)
 
 

@@ -111,6 +111,11 @@ class Recorded:
     def __setattr__(self, name, value):     # BUILD with slot state ends up here
         self.__dict__.setdefault("_attrs", {})[name] = value
 
+    def __call__(self, *args, **kwargs):    # calling an instance would run its class's code
+        up = type(self)._unpickler
+        up.calls.append(f"{type(self)._global}.__call__")
+        return Call(f"{type(self)._global}.__call__", args, up.calls)
+
     @property
     def classname(self) -> str:
         return type(self)._global
@@ -125,18 +130,31 @@ class Recorded:
 
 @dataclass(eq=False)
 class Call:
-    """A call the pickle asked for and that was NOT made."""
+    """A call the pickle asked for and that was NOT made (calling it again is recorded too:
+    ``getattr(builtins, 'eval')(...)`` chains)."""
     func: str
     args: tuple = ()
+    sink: list | None = None
 
     def __setstate__(self, state):
         pass
+
+    def __call__(self, *args, **kwargs):
+        name = f"{self.func}(...)"
+        if self.sink is not None:
+            self.sink.append(name)
+        return Call(name, args, self.sink)
+
+    def __getattr__(self, name):        # attribute chains on a never-made call stay recorded
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Call(f"{self.func}.{name}", (), self.sink)
 
 
 class _StubMeta(type):
     def __call__(cls, *args, **kwargs):          # REDUCE / INST / OBJ on an unknown global
         cls._unpickler.calls.append(cls._global)
-        return Call(cls._global, args)
+        return Call(cls._global, args, cls._unpickler.calls)
 
 
 def _torch_dtype(name: str) -> str:
@@ -223,7 +241,7 @@ class RecordingUnpickler(pickle.Unpickler):
         if cls is collections.OrderedDict:
             return collections.OrderedDict()
         self.calls.append(getattr(cls, "_global", repr(cls)))
-        return Call(getattr(cls, "_global", repr(cls)), args)
+        return Call(getattr(cls, "_global", repr(cls)), args, self.calls)
 
     def _reconstructor(self, cls, base, state=None):
         obj = self._new(cls)
@@ -302,7 +320,12 @@ def record(data, *, persistent=None, what="file") -> tuple[object, RecordingUnpi
     """
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     up = RecordingUnpickler(stream, persistent=persistent)
-    obj = up.load()
+    try:
+        obj = up.load()
+    except Exception:
+        if not up.calls:
+            raise
+        obj = None                 # it failed after asking for calls: refuse for those, below
     if up.calls:
         needs = list(dict.fromkeys(up.calls))
         raise UnsafeCheckpointError(message(

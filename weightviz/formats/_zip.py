@@ -13,7 +13,7 @@ from .sniff import zip_infos
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
               NotImplementedError, UnicodeDecodeError)
 MAX_MEMBERS = 1_000_000
-MAX_RATIO = 1100          # deflate cannot beat ~1032:1; more is a zip bomb
+MAX_RATIO = 200           # inflated / compressed: weights compress ~1.1:1, a zip bomb ~1000:1
 
 
 def _bad(path, what, got=None) -> CorruptFileError:
@@ -48,7 +48,8 @@ def checked_infos(path: str) -> tuple[zipfile.ZipInfo, ...]:
                        got=f"{size:,} bytes")
         if i.compress_type != zipfile.ZIP_STORED and i.file_size > MAX_RATIO * i.compress_size + 2**20:
             raise _bad(path, f"member {i.filename!r} claims to inflate {i.compress_size:,} bytes "
-                             f"to {i.file_size:,} (a zip bomb?)")
+                             f"to {i.file_size:,}, a compression ratio over the {MAX_RATIO}:1 limit "
+                             f"(a zip bomb?)")
     return infos
 
 

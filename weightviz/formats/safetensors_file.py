@@ -70,7 +70,8 @@ def read_file(path: str) -> tuple[dict[str, TensorEntry], dict]:
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _bad(path, "the header is not valid UTF-8 JSON", got=str(exc)[:200]) from None
+        raise _bad(path, "the header is not valid UTF-8 JSON",
+                   got=f"{str(exc)[:200]}; the header begins {raw[:120]!r}") from None
     if not isinstance(header, dict):
         raise _bad(path, "the header is not a JSON object", got=type(header).__name__)
     meta_raw = header.pop("__metadata__", None)
