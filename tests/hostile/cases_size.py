@@ -243,8 +243,8 @@ def json_deep_ok(d):
 
 
 CASES: list[Case] = [
-    Case("st_header_len_2e63", "size", "model.safetensors", st_raw(b"{}", n=2**63), Refuse(CORRUPT, r"header|safetensors")),
-    Case("st_header_len_past_eof", "size", "model.safetensors", st_raw(b"{}", n=10**6), Refuse(CORRUPT, r"safetensors")),
+    Case("st_header_len_2e63", "size", "model.safetensors", st_raw(b"{}", n=2**63), Refuse(ANYERR, r"header|safetensors")),
+    Case("st_header_len_past_eof", "size", "model.safetensors", st_raw(b"{}", n=10**6), Refuse(ANYERR, r"safetensors")),
     Case("st_1e12_elements", "size", "model.safetensors",
          st_raw({"w": _t("F32", [10**6, 10**6], 0, 4 * 10**12)}, b"\0" * 16), Refuse(CORRUPT, r"past the end|bytes")),
     Case("st_shape_overflow", "size", "model.safetensors",
