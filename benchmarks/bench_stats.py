@@ -11,7 +11,7 @@ Reports the ratio (target <= 12x, aim 6x) and the growth of anonymous memory
 (RssAnon from /proc/self/status) across the weightviz scans (target <= 256 MiB).
 The temporary file is deleted at the end.
 
-    python benchmarks/bench_stats.py [--gib 1.0] [--tensors 100] [--repeat 3]
+    python benchmarks/bench_stats.py [--gib 1.0] [--tensors 100] [--repeat 3] [--threads N]
 """
 from __future__ import annotations
 
@@ -106,7 +106,12 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--tensors", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="scan threads for long tensors (default: weightviz's choice)")
     args = ap.parse_args()
+    if args.threads:
+        import weightviz._scan
+        weightviz._scan.THREADS = args.threads
 
     import weightviz
     tmp = tempfile.mkdtemp(prefix="wv_bench_stats_")

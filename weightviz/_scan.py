@@ -7,10 +7,9 @@ widened to native float32/float64 in a reused buffer (bf16 by bit shift, fp8 by 
 byte swap), then:
 
 * pass A (only for tensors longer than one chunk): finite min/max per chunk;
-* pass B: zero/NaN/Inf counts, shifted float64 sums (pairwise sums of ``x-K`` and
-  of its square over a float64 copy of the chunk), the histogram over
-  the finite range (``fast_histogram``; values equal to the upper edge are added
-  back, since it leaves them out), and per-unit zero counts for dead-unit search.
+* pass B: zero/NaN/Inf counts, pairwise float64 sums of ``x-K`` and its square,
+  the histogram over the finite range (``fast_histogram``, which leaves out the upper
+  edge: those values are added back) and per-unit zero counts (dead units).
 
 Memory-mapped pages are released with ``madvise(MADV_DONTNEED)`` once a chunk is
 done, so resident memory stays bounded even for a checkpoint larger than RAM.
@@ -24,6 +23,7 @@ import numpy as np
 
 CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
 RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their pages after pass A too
+THREADS = None               # worker threads for long tensors (None: the CPUs available, <= 4)
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
@@ -223,6 +223,7 @@ class Scanner:
         import os
         import queue
         self.chunk = chunk = int(chunk or CHUNK)
+        threads = threads or THREADS
         if threads is None:
             try:
                 threads = len(os.sched_getaffinity(0))
