@@ -194,8 +194,7 @@ class _Part:
     def __init__(self):
         self.zeros = self.nan = self.inf = self.finite = self.under = self.over = 0
         self.s1 = self.s2 = 0.0
-        self.counts = None
-        self.units = None
+        self.counts = self.units = None
 
 
 class _Buffers:
