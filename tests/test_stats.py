@@ -483,3 +483,19 @@ def test_memmapped_scan_keeps_anonymous_memory_bounded(tmp_path):
     s = tensor_stats(e)
     assert _rss_anon_kib() - before < 16 * 1024    # far below the 48 MiB tensor
     assert s.max == n // 4096 - 1 and s.counts.sum() == n
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_threaded_and_single_threaded_scans_agree(dtype):
+    t = torch.randn(5003).to(getattr(torch, dtype))
+    t[17] = float("nan")
+    e = as_checkpoint({"w": t})["w"]
+    one_thread, two_threads = _scan.Scanner(700, threads=1), _scan.Scanner(700, threads=2)
+    try:
+        a, b = one_thread.scan(e), two_threads.scan(e)
+    finally:
+        two_threads.close()
+    assert two_threads.threads == 2
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert (a.nan, a.finite, a.zeros) == (b.nan, b.finite, b.zeros)
+    assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-12)

@@ -126,8 +126,7 @@ class Chunks:
             self.flat, self.transposed = raw.T.reshape(-1), True
         else:
             self.flat, self.transposed = np.ascontiguousarray(raw).reshape(-1), False
-        self.chunk = chunk
-        self.n = self.flat.size
+        self.chunk, self.n = chunk, self.flat.size
         mm = getattr(raw, "_mmap", None)
         self._mm = mm if (mm is not None and _DONTNEED is not None) else None
         if self._mm is not None:              # where the array starts inside the mapping
@@ -223,11 +222,12 @@ class Scanner:
         import queue
         self.chunk = chunk = int(chunk or CHUNK)
         threads = threads or THREADS
-        if threads is None:
-            try:
-                threads = len(os.sched_getaffinity(0))
-            except AttributeError:
-                threads = os.cpu_count() or 1
+        if threads is None:                   # idle CPUs only: on a busy machine extra
+            try:                              # threads just queue for the GIL and a core
+                cpus = len(os.sched_getaffinity(0))
+                threads = int(cpus - os.getloadavg()[0] + 0.5)
+            except (AttributeError, OSError):
+                threads = 1
         self.threads = max(1, min(int(threads), 4))
         self._pool = None
         self._free = queue.SimpleQueue()
