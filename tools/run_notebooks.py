@@ -11,8 +11,12 @@ raise; any other error stops that notebook and leaves its file untouched. Output
 that strict nbval would trip over is refused too: anything written to stderr
 (a warning) is reported and the file is not written.
 
-Cell timing metadata is not recorded and widget state is not stored, so a
-re-run changes a notebook's file only where its outputs changed.
+To keep re-runs from churning the files: cell timing metadata is not recorded,
+widget state is not stored, a widget view keeps the model id it had in the file
+when its text is unchanged (the ids are random and the state is not saved anyway),
+consecutive stream outputs are merged (as nbval compares them), and the traceback of
+an expected error is cut to its last line (no local paths or line numbers in the
+committed file; nbval compares only the exception's type and message).
 """
 from __future__ import annotations
 
@@ -53,6 +57,39 @@ def _stderr_cells(nb) -> list[int]:
     return bad
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _merge_streams(outputs: list) -> list:
+    out = []
+    for o in outputs:
+        if (o.get("output_type") == "stream" and out and out[-1].get("output_type") == "stream"
+                and out[-1].get("name") == o.get("name")):
+            out[-1]["text"] += o["text"]
+        else:
+            out.append(o)
+    return out
+
+
+def _tidy(nb, old) -> None:
+    """Make the executed notebook ``nb`` stable against the file's previous version ``old``."""
+    old_cells = {c.source: c for c in old.cells if c.cell_type == "code"}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = _merge_streams(cell.outputs)
+        for o in cell.outputs:
+            if o.get("output_type") == "error":
+                o["traceback"] = [f"\x1b[0;31m{o['ename']}\x1b[0m: {o['evalue']}"]
+        prev = old_cells.get(cell.source)
+        if prev is None or len(prev.outputs) != len(cell.outputs):
+            continue
+        for o, p in zip(cell.outputs, prev.outputs):
+            new_view, old_view = o.get("data", {}).get(WIDGET), p.get("data", {}).get(WIDGET)
+            if new_view and old_view and o["data"].get("text/plain") == p["data"].get("text/plain"):
+                new_view["model_id"] = old_view["model_id"]
+
+
 def run(path: str, *, write: bool = True, timeout: int = 300) -> bool:
     import nbformat
     from nbclient import NotebookClient
@@ -60,6 +97,7 @@ def run(path: str, *, write: bool = True, timeout: int = 300) -> bool:
 
     name = os.path.basename(path)
     nb = nbformat.read(path, as_version=4)
+    old = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb, km=_kernel_manager(), timeout=timeout, record_timing=False,
         store_widget_state=False, resources={"metadata": {"path": NB_DIR}})
@@ -79,6 +117,7 @@ def run(path: str, *, write: bool = True, timeout: int = 300) -> bool:
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
                                  "name": "python3"}
     nb.metadata.pop("widgets", None)
+    _tidy(nb, old)
     if write:
         nbformat.write(nb, path)
     print(f"ok    {name}  {dt:5.1f} s{'' if write else '  (not written)'}")
