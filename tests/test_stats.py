@@ -422,7 +422,7 @@ def test_float32_input_is_shifted_and_summed_in_float64(small_chunks):
     ref = a.astype(np.float64)
     assert s.mean == pytest.approx(ref.mean(), rel=1e-13)
     assert s.std == pytest.approx(ref.std(), rel=1e-12)
-    assert s.norm == pytest.approx(np.linalg.norm(ref), rel=1e-13)
+    assert s.norm == pytest.approx(np.linalg.norm(ref), rel=1e-11)
 
 
 def test_real_keras_file_matches_reference():

@@ -2,15 +2,15 @@
 
 A tensor is read through ``TensorEntry.raw()`` (a read-only memory map when the
 bytes lie plainly in the file) in chunks of ``CHUNK`` elements.  Each chunk is
-widened to native float32/float64 in a reused buffer (bf16 by bit shift, fp8 by a
-256-entry table, integers/bool by cast, complex by magnitude, big-endian by
-byte swap), then:
+widened to native float32/float64 (:mod:`weightviz._widen`), then:
 
-* pass A (only for tensors longer than one chunk): finite min/max per chunk;
-* pass B: zero/NaN/Inf counts, pairwise float64 sums of ``x-K`` and its square,
-  the histogram over the finite range (``fast_histogram``, which leaves out the upper
-  edge: those values are added back) and per-unit zero counts (dead units).
+* pass A: finite min/max per chunk, which fixes the histogram range;
+* pass B: zero/NaN/Inf counts, float64 sums of ``x-K`` (pairwise) and of its square
+  (BLAS dot over 8192-element rows), the histogram over the finite range
+  (``fast_histogram``, which leaves out the upper edge: those values are added
+  back) and per-unit zero counts (dead units).
 
+Long tensors run their chunks on a few threads when CPUs are idle.
 Memory-mapped pages are released with ``madvise(MADV_DONTNEED)`` once a chunk is
 done, so resident memory stays bounded even for a checkpoint larger than RAM.
 """
@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
+
 CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
 RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their pages after pass A too
-THREADS = None               # worker threads for long tensors (None: the CPUs available, <= 4)
+THREADS = None               # worker threads for long tensors (None: the idle CPUs, <= 4)
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
@@ -46,72 +48,6 @@ class Moments:
     overflow: int = 0
     dead_units: int = 0             # units (rows/columns) entirely zero, of `units`
     units: int = 0
-
-
-# ---------------------------------------------------------------- dtype widening
-
-def _fp8_table(name: str) -> np.ndarray:
-    """float32 value of each of the 256 bit patterns of a float8 format (by formula)."""
-    b = np.arange(256)
-    if name == "float8_e8m0fnu":             # exponent only, 0xFF is NaN
-        out = np.ldexp(1.0, b - 127)
-        out[255] = np.nan
-        return out.astype(np.float32)
-    ebits, bias, fn, uz = {
-        "float8_e4m3fn": (4, 7, True, False), "float8_e5m2": (5, 15, False, False),
-        "float8_e4m3fnuz": (4, 8, True, True), "float8_e5m2fnuz": (5, 16, True, True),
-    }[name]
-    mbits = 7 - ebits
-    sign = np.where(b & 0x80, -1.0, 1.0)
-    e = (b >> mbits) & ((1 << ebits) - 1)
-    m = b & ((1 << mbits) - 1)
-    val = np.where(e == 0, np.ldexp(m / (1 << mbits), 1 - bias),
-                   np.ldexp(1.0 + m / (1 << mbits), e - bias)) * sign
-    if uz:                                   # one NaN (0x80), no negative zero, no inf
-        val[0x80] = np.nan
-    elif fn:                                 # e4m3fn: S.1111.111 is NaN, no inf
-        val[(e == (1 << ebits) - 1) & (m == (1 << mbits) - 1)] = np.nan
-    else:                                    # IEEE-like e5m2
-        top = e == (1 << ebits) - 1
-        val[top & (m == 0)] = np.inf * sign[top & (m == 0)]
-        val[top & (m != 0)] = np.nan
-    return val.astype(np.float32)
-
-
-class Widener:
-    """Turns raw chunks of one stored dtype into native float32/float64 arrays."""
-
-    def __init__(self, dtype: str, raw_dtype: np.dtype, chunk: int):
-        raw_dtype = np.dtype(raw_dtype)
-        f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
-        if dtype == "bfloat16":
-            self.kind, self.out = "bf16", f32
-        elif dtype.startswith("float8"):
-            self.kind, self.out, self.table = "lut", f32, _fp8_table(dtype)
-        elif raw_dtype.kind == "c":
-            self.kind, self.out = "abs", (f32 if raw_dtype.itemsize <= 8 else f64)
-        elif raw_dtype.kind == "f":           # native float32/float64 need no copy at all
-            self.out = f64 if raw_dtype.itemsize > 4 else f32
-            self.kind = "view" if raw_dtype == self.out else "cast"
-        else:                                 # bool and integers: exact in float32 to 16 bits
-            self.kind, self.out = "cast", (f32 if raw_dtype.itemsize <= 2 else f64)
-        self.buf = (None if self.kind == "view"
-                    else np.empty(chunk, np.uint32 if self.kind == "bf16" else self.out))
-
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        k = self.kind
-        if k == "view":
-            return raw
-        out = self.buf[: raw.size]
-        if k == "bf16":
-            np.left_shift(raw, np.uint32(16), out=out, dtype=np.uint32)
-            return out.view(np.float32)
-        if k == "lut":
-            return np.take(self.table, raw, out=out)
-        if k == "abs":
-            return np.abs(raw, out=out)
-        np.copyto(out, raw, casting="unsafe")
-        return out
 
 
 # ---------------------------------------------------------------- chunk source
@@ -155,6 +91,16 @@ class Chunks:
 
 
 # ---------------------------------------------------------------- the scan
+
+_ROW = 8192      # BLAS dot on rows this short: OpenBLAS stays on one thread (it spins under load)
+_vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("ij,ij->i", a, b))
+
+
+def _sumsq(d: np.ndarray) -> float:
+    """Float64 sum of squares by single-threaded BLAS dot products over 8192-element rows."""
+    k = d.size // _ROW * _ROW
+    rows = d[:k].reshape(-1, _ROW)
+    return float(_vecdot(rows, rows).sum()) + float(np.dot(d[k:], d[k:]))
 
 def histogram1d(x, bins, rng):
     """fast_histogram's histogram1d (values equal to the upper edge left out); a NumPy
@@ -377,7 +323,7 @@ class Scanner:
             np.subtract(d, K * scale, out=d)
         else:
             np.subtract(x, K, out=d, dtype=np.float64)
-        # pairwise float64 sums; no BLAS dot: OpenBLAS threads spin badly on a busy machine
+        # float64 sums: pairwise for x - K, short BLAS dots for its square
         p.s1 = float(np.add.reduce(d))
         if clipped or big:
             p.counts = histogram1d(x, bins, (hlo, hhi))
@@ -391,7 +337,7 @@ class Scanner:
             p.counts = histogram1d(d, bins, (hlo - K, top))
             if cmx >= hhi:
                 p.counts[-1] += np.count_nonzero(d >= top)
-        p.s2 = float(np.add.reduce(np.square(d, out=d)))
+        p.s2 = _sumsq(d)
         if clipped:
             if cmn < hlo:
                 p.under = int(np.count_nonzero(x < hlo))
