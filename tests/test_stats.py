@@ -257,7 +257,9 @@ def _raw_file(tmp_path, arrays):
     return Checkpoint(entries, format="raw", path=str(path))
 
 
-def test_memmapped_entries_multi_chunk(tmp_path, small_chunks):
+@pytest.mark.parametrize("release_above", [256 << 20, 0])   # 0: madvise every chunk
+def test_memmapped_entries_multi_chunk(tmp_path, small_chunks, monkeypatch, release_above):
+    monkeypatch.setattr(_scan, "RELEASE_BETWEEN_PASSES", release_above)
     rng = np.random.default_rng(6)
     f32 = rng.standard_normal((50, 90)).astype(np.float32)
     f32[7, 3] = np.nan

@@ -11,8 +11,9 @@ widened to native float32/float64 (:mod:`weightviz._widen`), then:
   back) and per-unit zero counts (dead units).
 
 Long tensors run their chunks on a few threads when CPUs are idle.
-Memory-mapped pages are released with ``madvise(MADV_DONTNEED)`` once a chunk is
-done, so resident memory stays bounded even for a checkpoint larger than RAM.
+Memory-mapped pages of tensors above ``RELEASE_BETWEEN_PASSES`` are released with
+``madvise(MADV_DONTNEED)`` chunk by chunk (smaller ones when their map closes), so
+resident memory stays bounded even for a checkpoint larger than RAM.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 from ._widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
 
 CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
-RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their pages after pass A too
+RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their mapped pages per chunk
 THREADS = None               # worker threads for long tensors (None: the idle CPUs, <= 4)
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
@@ -219,14 +220,15 @@ class Scanner:
         bounds = src.bounds()
         per_byte = raw.dtype.itemsize
         dtype, raw_dtype = entry.dtype, src.flat.dtype
-        # pages of big tensors are dropped after each pass; others only after pass B
-        release_a = len(bounds) > 1 and res.numel * per_byte > RELEASE_BETWEEN_PASSES
+        # a big tensor drops its mapped pages chunk by chunk in both passes; a smaller
+        # one keeps them until its memory map is closed (one munmap, no madvise calls)
+        release = res.numel * per_byte > RELEASE_BETWEEN_PASSES
 
         # pass A: finite range per chunk
         def pass_a(buf, ab):
             a, b = ab
             r = _finite_minmax(buf.widener(dtype, raw_dtype)(src.flat[a:b]))
-            if release_a:
+            if release:
                 src.release(a, b)
             return r
         ranges = self._map(self._with_buffers(pass_a), bounds)
@@ -278,7 +280,8 @@ class Scanner:
             p.finite = m
             if m:
                 self._moments(buf, x, p, K, scale, big, bins, hlo, hhi, cmn, cmx, clipped)
-            src.release(a, b)
+            if release:
+                src.release(a, b)
             return p
 
         s1 = s2 = 0.0
