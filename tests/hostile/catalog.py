@@ -55,7 +55,7 @@ class Either:
 
 
 Outcome = Union[Ok, Refuse, Either]
-VERBS = ("open", "stats", "check", "inspect", "build")
+VERBS = ("open", "stats", "check", "inspect", "browse", "build")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Case:
     timeout: float | None = None   # seconds before the case counts as hung (default: the harness's)
 
     def outcome(self, verb: str) -> Outcome | None:
-        if verb == "build" and not self.keras:
+        if (verb == "build" and not self.keras) or (verb == "browse" and self.heavy):
             return None
         if verb in self.verbs:
             return self.verbs[verb]

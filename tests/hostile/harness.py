@@ -41,7 +41,7 @@ def child_env() -> dict:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",       # the readers must pass weights_only explicitly
-               PYTHONDONTWRITEBYTECODE="1", TQDM_DISABLE="1")
+               PYTHONDONTWRITEBYTECODE="1", TQDM_DISABLE="1", MPLBACKEND="Agg")
     repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

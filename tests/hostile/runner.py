@@ -91,7 +91,24 @@ def v_inspect(path):
     return {"status": "cli", "rc": int(rc or 0), "stdout": _cap(out.getvalue()), "stderr": _cap(err.getvalue())}
 
 
-VERBS = {"open": v_open, "stats": v_stats, "check": v_check, "build": v_build, "inspect": v_inspect}
+def v_browse(path):
+    """The notebook layer browser: every HTML fragment it would send to the browser."""
+    import ipywidgets
+    import weightviz as wv
+    b = wv.browse(path)
+    html, stack, seen = [], [b], set()
+    while stack and len(seen) < 10_000:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, (ipywidgets.HTML, ipywidgets.HTMLMath)):
+            html.append(x.value)
+        stack.extend(c for c in getattr(x, "children", ()) if isinstance(c, ipywidgets.Widget))
+    return {"status": "ok", "text": _cap(repr(b)), "html": _cap("\n".join(html))}
+
+
+VERBS = {"browse": v_browse, "open": v_open, "stats": v_stats, "check": v_check, "build": v_build, "inspect": v_inspect}
 
 
 def main(spec_path: str, results_path: str) -> int:
