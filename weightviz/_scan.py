@@ -10,7 +10,7 @@ widened to native float32/float64 (:mod:`weightviz._widen`), then:
   (``fast_histogram``, which leaves out the upper edge: those values are added
   back) and per-unit zero counts (dead units).
 
-Long tensors run their chunks on a few threads when CPUs are idle.
+Long tensors run their chunks on a few threads unless the machine is overloaded.
 Memory-mapped pages of tensors above ``RELEASE_BETWEEN_PASSES`` are released with
 ``madvise(MADV_DONTNEED)`` chunk by chunk (smaller ones when their map closes), so
 resident memory stays bounded even for a checkpoint larger than RAM.
@@ -26,7 +26,7 @@ from ._widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
 
 CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
 RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their mapped pages per chunk
-THREADS = None               # worker threads for long tensors (None: the idle CPUs, <= 4)
+THREADS = None               # threads for long tensors (None: CPUs, <= 4; 1 if overloaded)
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
@@ -169,10 +169,10 @@ class Scanner:
         import queue
         self.chunk = chunk = int(chunk or CHUNK)
         threads = threads or THREADS
-        if threads is None:                   # idle CPUs only: on a busy machine extra
-            try:                              # threads just queue for the GIL and a core
+        if threads is None:                   # on an overloaded machine extra threads
+            try:                              # just queue for the GIL and a core
                 cpus = len(os.sched_getaffinity(0))
-                threads = int(cpus - os.getloadavg()[0] + 0.5)
+                threads = cpus if os.getloadavg()[0] < 2 * cpus else 1
             except (AttributeError, OSError):
                 threads = 1
         self.threads = max(1, min(int(threads), 4))
