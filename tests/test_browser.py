@@ -3,7 +3,7 @@
 Asserts per notebook: "Run All" finishes, no error or stderr output is shown.
 For each LayerBrowser on a page: it renders, clicking another tensor in its list
 changes the histogram image. For each PredictionExplorer: moving its slider changes
-the prediction shown. Screenshots go to ``artifacts/browser/`` (gitignored).
+the prediction shown. For each MismatchView: "problems only" shortens the table. Screenshots go to ``artifacts/browser/`` (gitignored).
 
 Skipped (with the reason) when Chromium or Playwright is missing. Set
 ``WEIGHTVIZ_BROWSER_NOTEBOOKS=/some/dir`` to run other notebooks than ``notebooks/``.
@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the environment
                 "needed, the test uses Debian's Chromium)", allow_module_level=True)
 
 TOKEN = "weightviz-test"        # the harness's default
-EXERCISED: dict[str, int] = {"LayerBrowser": 0, "PredictionExplorer": 0}
+EXERCISED: dict[str, int] = {"LayerBrowser": 0, "PredictionExplorer": 0, "MismatchView": 0}
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,31 @@ def _unexpected_errors(page, name: str) -> list[str]:
     return out
 
 
+def _exercise_mismatch_views(page, stem: str):
+    for k, mv in enumerate(page.locator(".jp-NotebookPanel:visible .wv-mismatch-view").all()):
+        mv.scroll_into_view_if_needed()
+        table = mv.locator("table.weightviz").first
+        table.wait_for(state="visible", timeout=30_000)
+        statuses = lambda: set(table.locator("tbody tr td:first-child").all_inner_texts())  # noqa: E731
+        shown = statuses()
+        mv.get_by_role("button", name="all", exact=True).click()     # the notebook may have filtered
+        deadline = time.time() + 20
+        while statuses() == shown and len(shown) < len(mv.locator(".widget-toggle-button").all()) \
+                and time.time() < deadline:
+            time.sleep(0.2)
+        mv.screenshot(path=str(ARTIFACTS / f"{stem}-mismatch{k}-before.png"))
+        before = statuses()
+        mv.get_by_role("button", name="problems only").click()
+        deadline = time.time() + 20
+        while statuses() == before and time.time() < deadline:
+            time.sleep(0.2)
+        after = statuses()
+        assert after and after < before and not after & {"ok", "renamed"}, \
+            f"{stem}: 'problems only' did not filter the report: {sorted(before)} -> {sorted(after)}"
+        mv.screenshot(path=str(ARTIFACTS / f"{stem}-mismatch{k}-after.png"))
+        EXERCISED["MismatchView"] += 1
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_in_jupyterlab(lab, name):
     stem = Path(name).stem
@@ -156,6 +181,7 @@ def test_notebook_runs_in_jupyterlab(lab, name):
     assert not errors, f"{name}: error/stderr outputs after Run All:\n" + "\n---\n".join(errors)
     _exercise_browsers(page, stem)
     _exercise_explorers(page, stem)
+    _exercise_mismatch_views(page, stem)
     errors = _unexpected_errors(page, name)
     assert not errors, f"{name}: error/stderr outputs after using the widgets:\n" + "\n---\n".join(errors)
 

@@ -38,8 +38,9 @@ class Canvas:
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
         self.hits = 0
+        # scale down with the output area, never up
         self.image = w.Image(format="png", layout=w.Layout(
-            width=css_width or f"{int(width * dpi)}px", height="auto", max_width="100%"))
+            width=css_width or "100%", height="auto", max_width=f"{int(width * dpi)}px"))
 
     @property
     def figure(self):

@@ -96,11 +96,12 @@ class LayerBrowser(w.VBox):
         self.struct_canvas.hide()
 
         left = w.VBox([self.filter, self.count, self.tensor_list, self.list_style],
-                      layout=w.Layout(width="440px", min_width="320px", margin="0 12px 0 0"))
+                      layout=w.Layout(width="340px", min_width="260px", flex="0 0 auto",
+                                      margin="0 12px 0 0"))
         left.add_class("wv-list")
         right = w.VBox([self.error, self.card, w.HBox([self.log_toggle, self.clip_toggle]),
                         self.hist_canvas.image, self.struct_canvas.image],
-                       layout=w.Layout(flex="1 1 auto", min_width="420px"))
+                       layout=w.Layout(flex="1 1 0%", min_width="0", max_width="660px"))
         super().__init__([self.header, w.HBox([left, right], layout=w.Layout(width="100%"))])
         self.add_class("wv-root")
         self.add_class("wv-layer-browser")
@@ -170,7 +171,7 @@ class LayerBrowser(w.VBox):
 
     def _refill(self) -> None:
         everything = [("ckpt", n) for n in self.names] + [("model", n) for n in self.missing]
-        width = min(max((len(v[1]) for v in everything), default=0), 28)
+        width = min(max((len(v[1]) for v in everything), default=0), 24)
         shape_width = max((len(fmt_shape(e.shape)) for e in self.ckpt.values()), default=2)
         term = self.filter.value.strip().lower()
         opts = []

@@ -64,8 +64,8 @@ class PredictionExplorer(w.VBox):
         self.canvas = Canvas(width, 2.6, dpi=96)
         self.slider.observe(self._on_slider, names="value")
         header = w.HTML(style_tag() + self._header_html())
-        super().__init__([header, w.HBox([self.slider, self.title]), self.error,
-                          self.canvas.image, self.diff])
+        super().__init__([header, self.slider, self.title, self.error, self.canvas.image,
+                          self.diff])
         self.add_class("wv-root")
         self.add_class("wv-prediction-explorer")
         self.canvas.image.add_class("wv-plot")
@@ -135,7 +135,7 @@ class PredictionExplorer(w.VBox):
         self.canvas.show()
         truth = "" if label is None else f" · true class <b style='color:{TRUE}'>{esc(self._class(label))}</b>"
         pred = " · ".join(f"{esc(n)}: <b>{esc(s[0][0])}</b>" for n, s in zip(self.names, self.shown))
-        self.title.value = f"<div style='padding-top:4px'>sample {i} of {self.n}{truth} · {pred}</div>"
+        self.title.value = f"<div>sample {i} of {self.n}{truth} · {pred}</div>"
         if n_models > 1:
             here, overall = self.max_abs_difference(i), self.max_abs_difference()
             agree = sum(int(np.argmax(self.outputs[0][k]) == np.argmax(self.outputs[1][k]))

@@ -52,6 +52,7 @@ class MismatchView(w.VBox):
                      layout=w.Layout(flex_flow="row wrap", align_items="center"))
         super().__init__([self.verdict, bar, self.error, self.table, self.notes])
         self.add_class("wv-root")
+        self.add_class("wv-mismatch-view")
         self._refresh()
 
     @property
