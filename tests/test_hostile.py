@@ -137,3 +137,34 @@ def test_cli_entry_point_refuses_payload(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "exec" in proc.stderr
     assert not (tmp_path / craft.MARKER).exists()
+
+
+NAIVE_H5 = "import h5py, sys; print(h5py.File(sys.argv[1], 'r')['layer1/bias'][()])"
+
+
+def test_outside_traps_are_real(tmp_path):
+    """Positive control: a naive h5py read of the 'outside' cases does return the secret
+    (31337.0 from the neighbouring file) and does block on the named pipe, so their absence
+    in test_hostile_file means weightviz never followed the pointer."""
+    from tests.hostile import cases_outside
+    procs = {}
+    for kind in ("link", "external", "vds"):
+        for fifo in (False, True):
+            d = tmp_path / f"{kind}_{fifo}"
+            d.mkdir()
+            cases_outside.plain_h5(kind, fifo)(d)
+            procs[(kind, fifo)] = subprocess.Popen([sys.executable, "-c", NAIVE_H5, str(d / "model.h5")],
+                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                   cwd=tmp_path, start_new_session=True)
+    for (kind, fifo), p in procs.items():
+        try:
+            out, _ = p.communicate(timeout=20 if not fifo else 5)
+            blocked = False
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.communicate()
+            out, blocked = "", True
+        if fifo:
+            assert blocked, f"a naive read of the {kind} case did not block on the pipe"
+        else:
+            assert "31337" in out, f"a naive read of the {kind} case did not return the secret: {out!r}"
