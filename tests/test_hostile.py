@@ -3,8 +3,9 @@ up memory, never reads outside the file or writes near it, refuses with a clear
 WeightvizError, escapes hostile names in HTML, and still loads valid-but-nasty tensors.
 
 Every case of tests/hostile/catalog.py is generated into a temporary directory and run
-through the public verbs (``open`` + listing + reprs, ``stats``, ``check``, the CLI's
-``inspect``, and ``build`` for Keras files) in child processes with a time limit per
+through the public verbs (``open`` + listing + reprs, ``stats``, ``check``, ``load``, the
+CLI's ``inspect``, the notebook layer browser ``browse``, and ``build`` for Keras files)
+in child processes with a time limit per
 case and an address-space limit (see tests/hostile/harness.py). Payloads would only
 create a marker file; ``test_payloads_are_real`` proves they do run under the unsafe
 loaders, so their absence means something.

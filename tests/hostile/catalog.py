@@ -55,7 +55,7 @@ class Either:
 
 
 Outcome = Union[Ok, Refuse, Either]
-VERBS = ("open", "stats", "check", "inspect", "browse", "build")
+VERBS = ("open", "stats", "check", "load", "inspect", "browse", "build")
 
 
 @dataclass(frozen=True)

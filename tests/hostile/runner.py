@@ -69,6 +69,13 @@ def v_check(path):
     return {"status": "ok", "text": _cap(repr(rep)), "html": _cap(rep._repr_html_())}
 
 
+def v_load(path):
+    import torch
+    import weightviz as wv
+    rep = wv.load(torch.nn.Linear(2, 2), path, strict=False)
+    return {"status": "ok", "text": _cap(repr(rep)), "html": _cap(rep._repr_html_())}
+
+
 def v_build(path):
     import weightviz as wv
     model = wv.build(path)
@@ -108,7 +115,7 @@ def v_browse(path):
     return {"status": "ok", "text": _cap(repr(b)), "html": _cap("\n".join(html))}
 
 
-VERBS = {"browse": v_browse, "open": v_open, "stats": v_stats, "check": v_check, "build": v_build, "inspect": v_inspect}
+VERBS = {"browse": v_browse, "open": v_open, "stats": v_stats, "check": v_check, "load": v_load, "build": v_build, "inspect": v_inspect}
 
 
 def main(spec_path: str, results_path: str) -> int:
