@@ -268,10 +268,12 @@ def test_browser_filter_reduces_the_list(cnn_ckpt):
 
 def test_browser_lists_shapes_dtypes_and_flags():
     sd = {"a.weight": np.ones((4, 3), np.float32), "a.bias": np.array([0, 1, np.nan], np.float32),
-          "b.weight": np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32)}
+          "b.weight": np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32),
+          "c.weight": np.random.default_rng(1).normal(size=(2, 3))}
     b = browse(sd)
     labels = {v[1]: lab for lab, v in b.tensor_list.options}
-    assert "(4, 3)" in labels["a.weight"] and "float32" in labels["a.weight"]
+    assert "(4, 3)" in labels["a.weight"] and "(2, 3) float64" in labels["c.weight"]
+    assert "float32" not in labels["a.weight"] and "float32 unless shown" in b.header.value
     assert "constant" in labels["a.weight"] and "nan" in labels["a.bias"]
     assert "nth-child(1)" in b.list_style.value   # flagged rows coloured
     b.filter.value = "nan"                        # the filter also matches flags
@@ -341,3 +343,18 @@ def test_top_level_verbs_delegate(cnn, images, cnn_ckpt):
     x, _ = images
     assert isinstance(wv.browse(cnn_ckpt), LayerBrowser)
     assert isinstance(wv.predict(cnn, x[:2]), PredictionExplorer)
+
+
+def test_explorer_jumps_to_disagreements(cnn, images):
+    x, _ = images
+    noisy = demo.SmallCNN()
+    noisy.load_state_dict(cnn.state_dict())
+    with torch.no_grad():
+        noisy.fc2.bias[0] += 50.0              # now it says "h-bar" for almost everything
+    e = predict(cnn, x, compare=noisy)
+    want = [i for i in range(len(x)) if e.outputs[0][i].argmax() != e.outputs[1][i].argmax()]
+    assert e.disagreements == want and want
+    assert f"top-1 agrees on {len(x) - len(want)}/{len(x)}" in e.diff.value
+    e.next_disagreement.click()
+    assert e.sample == (want[0] if want[0] > 0 else want[1 % len(want)])
+    assert predict(cnn, x).next_disagreement.layout.display == "none"

@@ -19,7 +19,7 @@ from ..render import esc
 CSS = """
 .wv-root { font-size: 13px; }
 .wv-root .widget-html-content { line-height: 1.4; }
-.wv-list select { font-family: var(--jp-code-font-family, monospace); font-size: 12px; }
+.wv-list select { font-family: var(--jp-code-font-family, monospace); font-size: 11.5px; }
 .wv-card table { border-collapse: collapse; margin: 2px 0; }
 .wv-card th, .wv-card td { padding: 1px 8px 1px 0; font-size: 12px; }
 .wv-title { font-size: 14px; }

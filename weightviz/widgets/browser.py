@@ -51,6 +51,9 @@ class LayerBrowser(w.VBox):
         self.ckpt: Checkpoint = as_checkpoint(source)
         self.bins = int(bins)
         self.names = list(self.ckpt)
+        from collections import Counter
+        common = Counter(e.dtype for e in self.ckpt.values()).most_common(1)
+        self._common_dtype = common[0][0] if common else None
         self._stats: dict = {}
         self._layer_of = {n: layer for layer, ns in self.ckpt.layers().items() for n in ns}
         self.last_error = None
@@ -91,17 +94,18 @@ class LayerBrowser(w.VBox):
                                    layout=w.Layout(width="auto"))
         self.error = error_box()
         # rendered PNGs are kept per (tensor, toggles): going back to a tensor costs nothing
-        self.hist_canvas = Canvas(6.4, 2.3, dpi=96, cache_size=cache)
-        self.struct_canvas = Canvas(6.4, 2.8, dpi=96, cache_size=cache)
+        self.hist_canvas = Canvas(6.0, 2.3, dpi=96, cache_size=cache)
+        self.struct_canvas = Canvas(6.0, 2.7, dpi=96, cache_size=cache)
         self.struct_canvas.hide()
 
         left = w.VBox([self.filter, self.count, self.tensor_list, self.list_style],
-                      layout=w.Layout(width="340px", min_width="260px", flex="0 0 auto",
-                                      margin="0 12px 0 0"))
+                      layout=w.Layout(width="330px", min_width="240px", flex="0 1 auto",
+                                      margin="0 10px 0 0"))
         left.add_class("wv-list")
         right = w.VBox([self.error, self.card, w.HBox([self.log_toggle, self.clip_toggle]),
                         self.hist_canvas.image, self.struct_canvas.image],
-                       layout=w.Layout(flex="1 1 0%", min_width="0", max_width="660px"))
+                       layout=w.Layout(flex="1 1 0%", min_width="0", max_width="600px",
+                                       overflow="hidden"))
         super().__init__([self.header, w.HBox([left, right], layout=w.Layout(width="100%"))])
         self.add_class("wv-root")
         self.add_class("wv-layer-browser")
@@ -163,7 +167,8 @@ class LayerBrowser(w.VBox):
         mark = MARKS.get(self.status.get(name), "•") if self.report is not None else "•"
         s = self._stats.get(name)
         flags = ("  ⚑ " + ",".join(s.flags)) if s is not None and s.flags else ""
-        return f"{mark} {name.ljust(width)} {fmt_shape(e.shape):>{shape_width}} {e.dtype}{flags}"
+        dtype = "" if e.dtype == self._common_dtype else f" {e.dtype}"   # only the odd ones out
+        return f"{mark} {name.ljust(width)} {fmt_shape(e.shape):>{shape_width}}{dtype}{flags}"
 
     def _matches(self, key, label: str, term: str) -> bool:
         status = "missing" if key[0] == "model" else self.status.get(key[1], "")
@@ -212,7 +217,8 @@ class LayerBrowser(w.VBox):
     def _header_html(self) -> str:
         c = self.ckpt
         bits = [f"{fmt_count(len(c))} tensors", f"{fmt_count(c.num_params)} parameters",
-                fmt_bytes(c.nbytes)]
+                fmt_bytes(c.nbytes)] + ([f"{self._common_dtype} unless shown"]
+                                        if self._common_dtype else [])
         head = f"<b>LayerBrowser</b> · {esc(c.format)} · " + " · ".join(bits)
         if self.report is not None:
             from ..report import headline_status
@@ -262,6 +268,8 @@ class LayerBrowser(w.VBox):
         panels = self._panels(name)
         log, clip = self.log_toggle.value, self.clip_toggle.value
 
+        from matplotlib.ticker import MaxNLocator
+
         def draw(fig):
             # unclipped histograms come from the cached statistics (no rescan); clipping
             # needs percentiles of the data, so plots.hist reads the tensor then
@@ -274,8 +282,11 @@ class LayerBrowser(w.VBox):
             for ax, p in zip(axes, panels):
                 plots.hist(source, p, bins=self.bins, log=log, clip=clip, ax=ax)
                 ax.tick_params(labelsize=8)
+                if not log:        # fewer tick labels: text is most of the drawing time
+                    ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
                 ax.xaxis.label.set_size(8)
                 ax.yaxis.label.set_size(8)
+                ax.title.set_size(8.5)
                 if p == name and len(panels) > 1:
                     ax.title.set_fontweight("bold")
 

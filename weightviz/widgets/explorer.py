@@ -64,8 +64,15 @@ class PredictionExplorer(w.VBox):
         self.canvas = Canvas(width, 2.6, dpi=96)
         self.slider.observe(self._on_slider, names="value")
         header = w.HTML(style_tag() + self._header_html())
-        super().__init__([header, self.slider, self.title, self.error, self.canvas.image,
-                          self.diff])
+        #: samples where the first two models' top-1 classes differ
+        self.disagreements = self._disagreements()
+        self.next_disagreement = w.Button(
+            description=f"next disagreement ({len(self.disagreements)})", icon="forward",
+            layout=w.Layout(width="auto", display=None if self.disagreements else "none"),
+            tooltip="jump to the next sample where the models' top classes differ")
+        self.next_disagreement.on_click(self._on_next_disagreement)
+        super().__init__([header, w.HBox([self.slider, self.next_disagreement]), self.title,
+                          self.error, self.canvas.image, self.diff])
         self.add_class("wv-root")
         self.add_class("wv-prediction-explorer")
         self.canvas.image.add_class("wv-plot")
@@ -101,6 +108,20 @@ class PredictionExplorer(w.VBox):
         m = len(self.outputs)
         return (f"PredictionExplorer({m} model{'s' if m != 1 else ''}, {self.n} "
                 f"sample{'s' if self.n != 1 else ''}, sample={self.sample})")
+
+    def _disagreements(self) -> list[int]:
+        if len(self.outputs) < 2 or self.outputs[0].shape != self.outputs[1].shape:
+            return []
+        a = self.outputs[0].reshape(self.n, -1).argmax(axis=1)
+        b = self.outputs[1].reshape(self.n, -1).argmax(axis=1)
+        return [int(i) for i in np.flatnonzero(a != b)]
+
+    @guarded("jump to the next disagreement")
+    def _on_next_disagreement(self, _button=None) -> None:
+        later = [i for i in self.disagreements if i > self.sample]
+        target = (later or self.disagreements)[0]
+        if target != self.sample:
+            self.slider.value = target
 
     # -- drawing --------------------------------------------------------------------
     def _class(self, i: int) -> str:
@@ -138,8 +159,8 @@ class PredictionExplorer(w.VBox):
         self.title.value = f"<div>sample {i} of {self.n}{truth} · {pred}</div>"
         if n_models > 1:
             here, overall = self.max_abs_difference(i), self.max_abs_difference()
-            agree = sum(int(np.argmax(self.outputs[0][k]) == np.argmax(self.outputs[1][k]))
-                        for k in range(self.n)) if self.outputs[0].shape == self.outputs[1].shape else 0
+            agree = (self.n - len(self.disagreements)
+                     if self.outputs[0].shape == self.outputs[1].shape else 0)
             self.diff.value = (
                 f"<div>max |{esc(self.names[0])} − {esc(self.names[1])}|: <b>{fmt_float(here)}</b> "
                 f"on this sample, <b>{fmt_float(overall)}</b> over all {self.n}; "
