@@ -276,9 +276,10 @@ class LayerBrowser(w.VBox):
             source = self.ckpt if clip else StatsTable(
                 {p: self.tensor_stats(p) for p in panels}, format=self.ckpt.format, bins=self.bins)
             # fixed margins: tight_layout would cost more than the drawing itself
-            axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw={
-                "width_ratios": [3, 2][:len(panels)], "left": 0.08, "right": 0.985,
-                "bottom": 0.17, "top": 0.9, "wspace": 0.25})[0]
+            axes = self.hist_canvas.axes_for((len(panels), log), lambda f: f.subplots(
+                1, len(panels), squeeze=False, gridspec_kw={
+                    "width_ratios": [3, 2][:len(panels)], "left": 0.08, "right": 0.985,
+                    "bottom": 0.17, "top": 0.9, "wspace": 0.25})[0])
             for ax, p in zip(axes, panels):
                 plots.hist(source, p, bins=self.bins, log=log, clip=clip, ax=ax)
                 ax.tick_params(labelsize=8)
@@ -290,7 +291,7 @@ class LayerBrowser(w.VBox):
                 if p == name and len(panels) > 1:
                     ax.title.set_fontweight("bold")
 
-        self.hist_canvas.render(("hist", name, log, clip), draw)
+        self.hist_canvas.render(("hist", name, log, clip), draw, clear=False)
         self.shown_panels = panels
 
     def _draw_structure(self, name: str) -> None:
