@@ -86,8 +86,11 @@ class Canvas:
         Keeping the Axes keeps their tick objects: a fresh Axes rebuilds every tick,
         which costs about a third of a small plot's drawing time."""
         if self._layout is not None and self._layout[0] == layout:
-            axes = self._layout[1]
-            for ax in axes:
+            axes, positions = self._layout[1], self._layout[2]
+            for extra in [a for a in self.figure.axes if not any(a is b for b in axes)]:
+                extra.remove()                       # e.g. a colorbar, which also shrank its Axes
+            for ax, pos in zip(axes, positions):
+                ax.set_position(pos)
                 for artist in [*ax.patches, *ax.texts, *ax.lines, *ax.collections, *ax.images]:
                     artist.remove()
                 if ax.get_legend() is not None:
@@ -96,8 +99,8 @@ class Canvas:
                 ax.relim()
                 ax.autoscale(True)
             return axes
-        axes = make(self.clear())
-        self._layout = (layout, axes)
+        axes = list(make(self.clear()))
+        self._layout = (layout, axes, [ax.get_position(original=True).frozen() for ax in axes])
         return axes
 
     def render(self, key, draw, *, clear: bool = True) -> bool:

@@ -307,11 +307,15 @@ class LayerBrowser(w.VBox):
             self.structure_figure = None
             return
 
-        def draw(fig):
+        def make(fig):
             fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.88)
-            plot(self.ckpt, name, ax=fig.add_subplot(1, 1, 1))
+            return [fig.add_subplot(1, 1, 1)]
 
-        self.struct_canvas.render(("structure", name), draw)
+        def draw(fig):
+            (ax,) = self.struct_canvas.axes_for(plot.__name__, make)
+            plot(self.ckpt, name, ax=ax)
+
+        self.struct_canvas.render(("structure", name), draw, clear=False)
         self.structure_figure = self.struct_canvas.figure
 
     def _card_html(self, name: str, s) -> str:
