@@ -31,11 +31,13 @@ def exercise(path, fmt=None) -> None:
 
 
 def _serve() -> None:                                  # the child's loop
+    import faulthandler
     import traceback
 
     import weightviz as wv
     for line in sys.stdin:
         req = json.loads(line)
+        faulthandler.dump_traceback_later(max(TIMEOUT - 5, 1), exit=True)   # where a hang sits
         try:
             exercise(req["path"], req.get("format"))
             out = {"status": "ok"}
@@ -44,6 +46,7 @@ def _serve() -> None:                                  # the child's loop
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
             out = {"status": "raw", "cls": type(exc).__name__, "message": str(exc)[:2000],
                    "traceback": "".join(traceback.format_exception(exc))[-4000:]}
+        faulthandler.cancel_dump_traceback_later()
         sys.stdout.write(json.dumps(out) + "\n")
         sys.stdout.flush()
 
@@ -53,9 +56,13 @@ class Worker:
         self.proc = None
 
     def _start(self):
+        import tempfile
+
         from .harness import MEMORY, _limits, child_env
-        self.proc = subprocess.Popen([sys.executable, "-c", "from tests.hostile.worker import _serve; _serve()"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c",
+                                      "from tests.hostile.worker import _serve; _serve()"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
                                      env=child_env(), preexec_fn=_limits(MEMORY), text=True, bufsize=1)
 
     def exercise(self, path, fmt=None) -> dict:
@@ -69,7 +76,9 @@ class Worker:
             return json.loads(line)
         why = "hung" if not ready else "died"
         self.close()
-        return {"status": "fatal", "message": f"the reader {why} on this input"}
+        self.err.seek(0)
+        tail = self.err.read().decode("utf-8", "replace")[-3000:]
+        return {"status": "fatal", "message": f"the reader {why} on this input", "traceback": tail}
 
     def close(self):
         if self.proc is not None:
