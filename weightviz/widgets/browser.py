@@ -33,6 +33,17 @@ def _leaf(name: str) -> str:
     return re.split(r"[./]", name)[-1].split(":")[0]
 
 
+def _pin_text(ax, *, title_size, ylabel_px: float, xlabel_px: float) -> None:
+    """Fix the title and axis-label positions (pixels from the Axes) so matplotlib need
+    not measure every tick label to place them: a fifth of the drawing time."""
+    box = ax.get_position()
+    w_px, h_px = ax.figure.bbox.width * box.width, ax.figure.bbox.height * box.height
+    ax.set_title(ax.get_title(), y=1.0, pad=4,
+                 fontsize=title_size or ax.title.get_fontsize(), fontweight=ax.title.get_fontweight())
+    ax.xaxis.set_label_coords(0.5, -xlabel_px / h_px)
+    ax.yaxis.set_label_coords(-ylabel_px / w_px, 0.5)
+
+
 class LayerBrowser(w.VBox):
     """Browse a checkpoint layer by layer.
 
@@ -268,7 +279,7 @@ class LayerBrowser(w.VBox):
         panels = self._panels(name)
         log, clip = self.log_toggle.value, self.clip_toggle.value
 
-        from matplotlib.ticker import MaxNLocator
+        from matplotlib.ticker import MaxNLocator, NullFormatter
 
         def draw(fig):
             # unclipped histograms come from the cached statistics (no rescan); clipping
@@ -278,8 +289,8 @@ class LayerBrowser(w.VBox):
             # fixed margins: tight_layout would cost more than the drawing itself
             axes = self.hist_canvas.axes_for((len(panels), log), lambda f: f.subplots(
                 1, len(panels), squeeze=False, gridspec_kw={
-                    "width_ratios": [3, 2][:len(panels)], "left": 0.08, "right": 0.985,
-                    "bottom": 0.17, "top": 0.9, "wspace": 0.25})[0])
+                    "width_ratios": [3, 2][:len(panels)], "left": 0.1, "right": 0.985,
+                    "bottom": 0.17, "top": 0.9, "wspace": 0.3})[0])
             for ax, p in zip(axes, panels):
                 plots.hist(source, p, bins=self.bins, log=log, clip=clip, ax=ax)
                 ax.tick_params(labelsize=8)
@@ -287,7 +298,9 @@ class LayerBrowser(w.VBox):
                     ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
                 ax.xaxis.label.set_size(8)
                 ax.yaxis.label.set_size(8)
-                ax.title.set_size(8.5)
+                if log:            # minor labels like 4×10^0 crowd a short log axis
+                    ax.yaxis.set_minor_formatter(NullFormatter())
+                _pin_text(ax, title_size=8.5, ylabel_px=36, xlabel_px=26)
                 if p == name and len(panels) > 1:
                     ax.title.set_fontweight("bold")
 
@@ -308,12 +321,13 @@ class LayerBrowser(w.VBox):
             return
 
         def make(fig):
-            fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.88)
+            fig.subplots_adjust(left=0.1, right=0.94, bottom=0.16, top=0.85)
             return [fig.add_subplot(1, 1, 1)]
 
         def draw(fig):
             (ax,) = self.struct_canvas.axes_for(plot.__name__, make)
             plot(self.ckpt, name, ax=ax)
+            _pin_text(ax, title_size=None, ylabel_px=34, xlabel_px=20)
 
         self.struct_canvas.render(("structure", name), draw, clear=False)
         self.structure_figure = self.struct_canvas.figure
