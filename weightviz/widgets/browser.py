@@ -219,8 +219,10 @@ class LayerBrowser(w.VBox):
 
     def _legend_html(self) -> str:
         if self.report is None:
-            return ("<div style='font-size:11px;color:#57606a'>⚑ = statistics flags "
-                    "(orange); select a tensor to compute its statistics</div>")
+            when = ("" if self.eager else "; statistics are computed (and flags shown) as "
+                    "tensors are selected")
+            return ("<div style='font-size:11px;color:#57606a'>⚑ statistics flags; orange rows "
+                    f"are worth a look{when}</div>")
         items = " ".join(f"<span style='color:{COLOURS.get(s, '#000')}'>{MARKS[s]} {s}</span>"
                          for s in MARKS if s in set(self.status.values()) | ({"missing"} if self.missing else set()))
         return f"<div style='font-size:11px'>{items}</div>"
