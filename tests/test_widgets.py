@@ -358,3 +358,26 @@ def test_explorer_jumps_to_disagreements(cnn, images):
     e.next_disagreement.click()
     assert e.sample == (want[0] if want[0] > 0 else want[1 % len(want)])
     assert predict(cnn, x).next_disagreement.layout.display == "none"
+
+
+def test_reused_axes_draw_the_same_pixels_as_fresh_ones(cnn_ckpt):
+    """The browser reuses its Axes between tensors; the PNG must not depend on history."""
+    walked = browse(cnn_ckpt, cache=0)
+    for name in ("conv1.weight", "fc1.weight", "conv2.weight", "fc2.weight", "fc1.weight"):
+        walked.select(name)
+    fresh = browse(cnn_ckpt, cache=0)
+    fresh.select("fc1.weight")
+    assert bytes(walked.hist_canvas.image.value) == bytes(fresh.hist_canvas.image.value)
+    assert bytes(walked.struct_canvas.image.value) == bytes(fresh.struct_canvas.image.value)
+    assert len(walked.structure_figure.axes) == 2          # the image and one colorbar
+
+
+def test_png_cache_returns_to_a_tensor_without_drawing(cnn_ckpt):
+    b = browse(cnn_ckpt)
+    b.select("fc1.weight")
+    png = bytes(b.hist_canvas.image.value)
+    b.select("fc2.weight")
+    hits = b.hist_canvas.hits
+    b.select("fc1.weight")
+    assert b.hist_canvas.hits == hits + 1 and bytes(b.hist_canvas.image.value) == png
+    assert b.shown_panels == ["fc1.weight", "fc1.bias"]
