@@ -53,7 +53,9 @@ class LayerBrowser(w.VBox):
     kernel grid, or None), ``shown_panels`` (tensor names drawn as histograms), ``last_error``.
     Rendered PNGs are cached per tensor and toggle state (``cache`` entries; 0 turns the
     cache off), so a revisit shows the earlier image without drawing: the figures then
-    still hold the last *drawn* tensor.
+    still hold the last *drawn* tensor.  ``eager`` (default: checkpoints up to 32 MiB)
+    scans every tensor when the browser opens, so the list shows every flag and
+    ``check(model, ...)`` also looks for NaN/Inf; otherwise only selected tensors are read.
     """
 
     def __init__(self, source, *, model=None, bins: int = 100, eager: bool | None = None,
