@@ -17,7 +17,7 @@ import ipywidgets as w
 from ..checkpoint import Checkpoint
 from ..errors import WeightvizError, message
 from ..render import COLOURS, View, badges_html, esc, fmt_bytes, fmt_count, fmt_float, fmt_shape
-from ._base import Canvas, error_box, guarded, short, style_tag
+from ._base import Canvas, error_box, guarded, pin_text, short, style_tag
 
 #: Scan every tensor when the browser opens if the checkpoint holds at most this many bytes.
 EAGER_BYTES = 32 << 20
@@ -31,17 +31,6 @@ MARKS = {"ok": "✓", "missing": "✗", "unexpected": "+", "shape_mismatch": "�
 
 def _leaf(name: str) -> str:
     return re.split(r"[./]", name)[-1].split(":")[0]
-
-
-def _pin_text(ax, *, title_size, ylabel_px: float, xlabel_px: float) -> None:
-    """Fix the title and axis-label positions (pixels from the Axes) so matplotlib need
-    not measure every tick label to place them: a fifth of the drawing time."""
-    box = ax.get_position()
-    w_px, h_px = ax.figure.bbox.width * box.width, ax.figure.bbox.height * box.height
-    ax.set_title(ax.get_title(), y=1.0, pad=4,
-                 fontsize=title_size or ax.title.get_fontsize(), fontweight=ax.title.get_fontweight())
-    ax.xaxis.set_label_coords(0.5, -xlabel_px / h_px)
-    ax.yaxis.set_label_coords(-ylabel_px / w_px, 0.5)
 
 
 class LayerBrowser(w.VBox):
@@ -304,7 +293,7 @@ class LayerBrowser(w.VBox):
                 ax.yaxis.label.set_size(8)
                 if log:            # minor labels like 4×10^0 crowd a short log axis
                     ax.yaxis.set_minor_formatter(NullFormatter())
-                _pin_text(ax, title_size=8.5, ylabel_px=36, xlabel_px=26)
+                pin_text(ax, title_size=8.5, ylabel_px=36, xlabel_px=26)
                 if p == name and len(panels) > 1:
                     ax.title.set_fontweight("bold")
 
@@ -331,7 +320,7 @@ class LayerBrowser(w.VBox):
         def draw(fig):
             (ax,) = self.struct_canvas.axes_for(plot.__name__, make)
             plot(self.ckpt, name, ax=ax)
-            _pin_text(ax, title_size=None, ylabel_px=34, xlabel_px=20)
+            pin_text(ax, title_size=None, ylabel_px=34, xlabel_px=20)
 
         self.struct_canvas.render(("structure", name), draw, clear=False)
         self.structure_figure = self.struct_canvas.figure
