@@ -25,7 +25,7 @@ from tests.hostile.cases_code import FIXTURES
 from tests.hostile.cases_misc import VALID
 from tests.hostile.worker import Worker
 
-EXAMPLES = int(os.environ.get("WEIGHTVIZ_FUZZ_EXAMPLES", 100))
+EXAMPLES = int(os.environ.get("WEIGHTVIZ_FUZZ_EXAMPLES", 300))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 derandomize=os.environ.get("WEIGHTVIZ_FUZZ_RANDOM") != "1",
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
