@@ -5,8 +5,8 @@ pickle / json exception, no RecursionError, no MemoryError, no hang).
 Each file is opened in a long-lived child process (tests/hostile/worker.py), so a crash or
 hang of a C library fails the example instead of killing pytest. A fixed, derandomised budget keeps CI reproducible and the module under ~60 s; raise it
 locally with ``WEIGHTVIZ_FUZZ_EXAMPLES=2000`` (and ``WEIGHTVIZ_FUZZ_RANDOM=1`` for fresh
-seeds). Success means the whole listing works too: names, reprs, HTML, and the data of
-every tensor up to 16 MiB.
+seeds). Success means the whole listing works too: names, reprs, HTML, the data of every
+tensor up to 16 MiB, and the statistics table.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ TIMEOUT = float(os.environ.get("WEIGHTVIZ_FUZZ_TIMEOUT", 30))   # generous: the 
 
 
 def exercise(path, fmt=None) -> None:
-    """Open and list ``path`` the way a user would; only WeightvizError may come out."""
+    """Open, list and summarise ``path`` the way a user would; only WeightvizError may come out."""
     import weightviz as wv
     ck = wv.open(path, format=fmt)
     for name, entry in ck.items():
@@ -28,6 +28,10 @@ def exercise(path, fmt=None) -> None:
             entry.numpy()
     repr(ck)
     ck._repr_html_()
+    if ck.nbytes <= 1 << 26:
+        st = wv.stats(ck, progress=False)
+        repr(st)
+        st._repr_html_()
 
 
 def _serve() -> None:                                  # the child's loop
