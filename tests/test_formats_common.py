@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import weightviz as wv
-from conftest import FORMATS
+from _model_formats import FORMATS
 from weightviz import dtypes
 
 FORMAT_NAME = {"pt": "torch", "pt_legacy": "torch", "torchscript": "torchscript",

@@ -108,7 +108,7 @@ def test_torchscript_listed_without_running_it(model_files, monkeypatch):
     ckpt = wv.open(path)
     assert ckpt.format == "torchscript"
     assert ckpt.metadata["torchscript"] is True
-    assert "__torch__.conftest.Tiny" in ckpt.metadata["classes"]
+    assert "__torch__._model_formats.Tiny" in ckpt.metadata["classes"]
     assert list(ckpt) == list(expected)
     assert wv.open(path, format="torchscript").format == "torchscript"
 
@@ -118,7 +118,7 @@ def test_whole_pickled_model_listed_by_recording(model_files, label, monkeypatch
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load on a whole model"))
     path, expected = model_files[label]
     ckpt = wv.open(path)
-    assert ckpt.metadata["pickled_model"] == "conftest.Tiny"
+    assert ckpt.metadata["pickled_model"] == "_model_formats.Tiny"
     assert "torch.nn.modules.conv.Conv2d" in ckpt.metadata["classes"]
     assert list(ckpt) == list(expected)
 
