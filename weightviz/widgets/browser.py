@@ -159,7 +159,7 @@ class LayerBrowser(w.VBox):
         sel = self.selected
         n = len(self.names)
         return (f"LayerBrowser({n} tensor{'s' if n != 1 else ''}, "
-                f"selected={short(sel) if sel is None else repr(short(sel))})")
+                f"selected={None if sel is None else repr(short(sel))})")
 
     # -- the list -------------------------------------------------------------------
     def _label(self, name: str, width: int, shape_width: int) -> str:
