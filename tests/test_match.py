@@ -433,6 +433,23 @@ def test_shape_order_pairs_suggested_and_applied_only_when_asked():
     assert torch.equal(m3(x), src(x))
 
 
+def test_same_layer_and_shape_pair_suggested_through_the_prefix_rule():
+    # a renamed BatchNorm weight (old 'gamma' naming) inside a DataParallel checkpoint,
+    # next to an extra tensor of another shape: the whole-order guess fails, the layer one holds
+    src = make(seed=3)
+    sd = OrderedDict((k.replace("bn.weight", "bn.gamma") if k.startswith("module.bn.") else k, v)
+                     for k, v in nn.DataParallel(src).state_dict().items())
+    sd["module.aux.weight"] = torch.zeros(3, 5)
+    r = wv.check(make(), sd)
+    assert r["bn.weight"].status == "missing" and r["bn.weight"].suggestion == "module.bn.gamma"
+    assert "by layer and shape" in r["bn.weight"].note
+    assert r.rename_map()["module.bn.gamma"] == "bn.weight"
+    assert "module.aux.weight" not in r.rename_map()
+    m = make()
+    wv.load(m, sd, guess=True, strict=False)
+    assert torch.equal(m(X), src(X))
+
+
 def test_rename_map_is_usable_in_code():
     src = make(seed=15)
     sd = nn.DataParallel(src).state_dict()

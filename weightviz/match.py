@@ -16,7 +16,7 @@ import numpy as np
 from . import dtypes
 from .checkpoint import Checkpoint, TensorEntry
 from .errors import CorruptFileError, MismatchError, WeightvizError, capped, message
-from .names import match_names, shape_order_guess
+from .names import match_names, same_layer_guess, shape_order_guess
 from .report import Report, Row, Status, verdict
 
 _CHUNK = 1 << 22
@@ -160,14 +160,19 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
     pairs, rules = match_names(cnames, mnames, cshape, mshape, rename)
     used = set(pairs.values())
     fc, fm = [c for c in cnames if c not in pairs], [m for m in mnames if m not in used]
-    guessed = shape_order_guess(fc, fm, cshape, mshape)
+    guessed, how = shape_order_guess(fc, fm, cshape, mshape), "by shape order"
+    if not guessed:
+        guessed, how = same_layer_guess(fc, fm, cshape, mshape, pairs), "by layer and shape"
     suggestions = []
     if guess:
         for c, m in guessed.items():
-            pairs[c], rules[c] = m, "paired by shape order (guess=True)"
+            pairs[c], rules[c] = m, f"paired {how} (guess=True)"
     elif guessed:
-        suggestions.append(f"{len(guessed)} unmatched names pair up by identical shapes in the same "
-                           f"order: load with guess=True or rename=report.rename_map()")
+        what = ("by identical shapes in the same order" if how == "by shape order"
+                else "by identical shapes within their layers")
+        many = len(guessed) > 1
+        suggestions.append(f"{len(guessed)} unmatched name{'s pair' if many else ' pairs'} up {what}: "
+                           f"load with guess=True or rename=report.rename_map()")
     fixes = list(fixes)
     by_rule: dict[str, int] = {}
     for c, r in rules.items():
@@ -183,7 +188,7 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
             sug = guessed_inv.get(m) if not guess else None
             harmless = _harmless(m, mshape[m], tied.get(m), inv)
             note = ("not in the checkpoint" + (f"; harmless: {harmless}" if harmless else "")
-                    + (f"; pairs with {sug!r} by shape order" if sug else ""))
+                    + (f"; pairs with {sug!r} {how}" if sug else ""))
             rows.append(Row(m, Status.MISSING, model_shape=mshape[m], model_dtype=mdtype[m], note=note,
                             suggestion=sug, order=i, fits=bool(harmless)))
             continue
@@ -194,7 +199,7 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
         e = ckpt[c]
         sug = guessed.get(c) if not guess else None
         rows.append(Row(c, Status.UNEXPECTED, ckpt_name=c, ckpt_shape=e.shape, ckpt_dtype=e.dtype,
-                        note="not in the model" + (f"; pairs with {sug!r} by shape order" if sug else ""),
+                        note="not in the model" + (f"; pairs with {sug!r} {how}" if sug else ""),
                         suggestion=sug, order=len(mnames) + j))
     casts: dict[str, int] = {}
     for r in rows:

@@ -11,13 +11,16 @@ Matching (:func:`match_names`), each step only among names still unmatched:
    identical shapes (``backbone.``, ``net.`` ...), on either side.
 
 A pair only forms when it is unique on both sides. :func:`shape_order_guess` pairs
-what is left by shape order; it is only a suggestion. :func:`fold` turns
+what is left by shape order, :func:`same_layer_guess` by layer and shape; both are only
+suggestions. :func:`fold` turns
 ``layers.0.w`` ... ``layers.11.w`` into ``layers.{0..11}.w`` for display.
 """
 from __future__ import annotations
 
 import re
 from typing import Callable
+
+from .checkpoint import layer_of
 
 WRAPPERS = {"module": "DataParallel/DDP", "_orig_mod": "torch.compile",
             "_fsdp_wrapped_module": "FSDP"}
@@ -118,6 +121,28 @@ def shape_order_guess(fc: list[str], fm: list[str], cshape: dict, mshape: dict) 
         if a != b and not (len(a) == 2 and a == b[::-1]):
             return {}
     return dict(zip(fc, fm))
+
+
+def same_layer_guess(fc: list[str], fm: list[str], cshape: dict, mshape: dict,
+                     pairs: dict[str, str]) -> dict[str, str]:
+    """Unmatched names of the same layer with the same shape, when the pair is unique on
+    both sides (``bn1.gamma`` -> ``bn1.weight``). The checkpoint side is read through the
+    prefix rules that already matched its neighbours (``module.`` ...)."""
+    prefixes = {c[:len(c) - len(m)] for c, m in pairs.items() if c.endswith(m) and c != m}
+    prefixes.discard("")
+
+    def key_c(c):
+        for p in sorted(prefixes, key=len, reverse=True):
+            if c.startswith(p):
+                c = c[len(p):]
+                break
+        return layer_of(c)
+    groups: dict[tuple, tuple[list, list]] = {}
+    for c in fc:
+        groups.setdefault((key_c(c), cshape[c]), ([], []))[0].append(c)
+    for m in fm:
+        groups.setdefault((layer_of(m), mshape[m]), ([], []))[1].append(m)
+    return {cs[0]: ms[0] for cs, ms in groups.values() if len(cs) == 1 and len(ms) == 1}
 
 
 # -- folding repeated layers ----------------------------------------------------------
