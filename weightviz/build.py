@@ -89,8 +89,29 @@ def build(source, *, weights=None, custom_layers=None, kwargs: dict | None = Non
             expected="a Keras file with a model config (.h5 saved by model.save, .keras, or to_json() .json)",
             fix='build the model yourself and use weightviz.load(model, file), or build("pkg.module:Class", '
                 'weights=file), or build_mlp() for plain weight arrays'))
+    _refuse_bytecode(ckpt.architecture, custom_layers)
     from .keras import build_from_checkpoint
     return build_from_checkpoint(ckpt, wckpt, custom_layers)
+
+
+def _refuse_bytecode(architecture: dict, custom_layers) -> None:
+    """Python bytecode anywhere in the config (a Lambda layer, a ``__lambda__`` activation, inside
+    nested models or wrappers) is refused before the config is even parsed as a graph, so a
+    malformed config cannot hide it behind a CorruptFileError. With ``custom_layers`` the builder's
+    own pre-scan decides, layer by layer."""
+    if custom_layers:
+        return
+    from .errors import UnsafeCheckpointError
+    from .formats.keras_common import find_lambdas
+    found = find_lambdas(architecture)
+    if found:
+        raise UnsafeCheckpointError(message(
+            f"the architecture contains Python bytecode (Lambda layers or __lambda__ functions) in "
+            f"{capped(found)}; it is never decoded or run",
+            expected="layers weightviz can rebuild from their config",
+            fix="pass a replacement torch module for each, e.g. "
+                "build(..., custom_layers={'layer_name': module})",
+            got=f"{len(found)} layer(s) with bytecode"), needs=tuple(found))
 
 
 # -- the seed's NumPy MLP -------------------------------------------------------------
