@@ -152,11 +152,11 @@ def _meta(arch, raw, kind, *, legacy_h5=False, keras_version=None, backend=None)
 def _names_attr(group, name, path) -> list[str]:
     attrs = group.attrs
     if name in attrs:
-        vals = attrs[name]
+        vals = sh.attr(group, name, path=path)
     else:
         vals, i = [], 0
         while f"{name}{i}" in attrs and i < 10_000:
-            vals.extend(list(attrs[f"{name}{i}"]))
+            vals.extend(list(sh.attr(group, f"{name}{i}", path=path)))
             i += 1
     vals = vals.tolist() if hasattr(vals, "tolist") else vals
     out = [kc.text(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals])]
@@ -205,7 +205,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
     path = kw["path"]
     raw = None
     if kind == "full" and "model_config" in f.attrs:
-        raw = kc.load_json(kc.text(f.attrs["model_config"]).encode(), what="model_config", path=path)
+        raw = kc.load_json(kc.text(sh.attr(f, "model_config", path=path)).encode(), what="model_config", path=path)
         arch = kc.normalise(raw, path=path, what="model_config",
                             keras_version=_attr(f, "keras_version"), backend=_attr(f, "backend"))
     wroot_path = "model_weights" if kind == "full" else ""
@@ -244,7 +244,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
             extras["optimizer"][n] = sh.dataset_entry(n, sh.safe_get(f, where, path=path), where, **kw)
     if "training_config" in f.attrs:
         try:
-            extras["training_config"] = kc.load_json(kc.text(f.attrs["training_config"]).encode(),
+            extras["training_config"] = kc.load_json(kc.text(sh.attr(f, "training_config", path=path)).encode(),
                                                      what="training_config", path=path)
         except CorruptFileError:
             extras["training_config"] = None
@@ -255,7 +255,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
 
 
 def _attr(obj, name):
-    return kc.text(obj.attrs[name]) if name in obj.attrs else None
+    return kc.text(sh.attr(obj, name, path="the HDF5 file")) if name in obj.attrs else None
 
 
 # --------------------------------------------------------------------------- .weights.h5
@@ -365,7 +365,7 @@ def _read_v3(f, arch, kw) -> Checkpoint:
         _add(entries, groups, sh.real_name(f[k], path) or k, out)
     vg, keys = sh.vars_of(f, path)
     if keys:
-        model = (vg.attrs.get("name") and kc.text(vg.attrs["name"])) or "model"
+        model = kc.text(sh.attr(vg, "name", path=path, default="")) or "model"
         out = [(f"{model}/vars/{k}", sh.dataset_entry(f"{model}/vars/{k}", sh.safe_get(vg, k, path=path),
                                                      f"vars/{k}", **kw))
                for k in keys]

@@ -22,6 +22,27 @@ def corrupt(what: str, path, err: BaseException | None = None, **kw) -> CorruptF
     return CorruptFileError(message(f"{what} in {path}", got=got, **kw))
 
 
+def attr(obj, name: str, *, path, default=None):
+    """``obj.attrs[name]`` (``default`` when absent), read only after its stored type is checked:
+    Keras writes strings and numbers, and libhdf5 crashes converting a damaged variable-length
+    type (a one-bit change found by fuzzing turns a string list into a 'sequence')."""
+    from h5py import h5a, h5t
+    try:
+        if name not in obj.attrs:
+            return default
+        tid = h5a.open(obj.id, name.encode("utf-8")).get_type()
+    except Exception as e:  # noqa: BLE001 - any h5py failure is a corrupt file
+        raise corrupt(f"cannot read the HDF5 attribute {name!r}", path, e) from None
+    if not isinstance(tid, (h5t.TypeStringID, h5t.TypeIntegerID, h5t.TypeFloatID, h5t.TypeEnumID)):
+        raise corrupt(f"the HDF5 attribute {name!r} has a {type(tid).__name__[4:-2] or 'strange'} type",
+                      path, expected="strings or numbers, as Keras writes them",
+                      fix="the file is damaged or was crafted; re-save the model")
+    try:
+        return obj.attrs[name]
+    except Exception as e:  # noqa: BLE001
+        raise corrupt(f"cannot read the HDF5 attribute {name!r}", path, e) from None
+
+
 def safe_get(group, relpath: str, *, path, cache: dict | None = None):
     """``group[relpath]`` following only hard links, component by component; refuses
     external, soft and user-defined links (CVE-2026-1669 class). ``cache`` keeps the
@@ -93,7 +114,7 @@ def check_dataset(ds, where: str, *, path):
 def dataset_dtype(ds, where: str, *, path) -> tuple[str, np.dtype]:
     """Canonical dtype name and the NumPy dtype of the stored bits."""
     dt = ds.dtype
-    if dt.kind == "V" and dt.itemsize == 2 and text(ds.attrs.get("dtype", "")) == "bfloat16":
+    if dt.kind == "V" and dt.itemsize == 2 and text(attr(ds, "dtype", path=path, default="")) == "bfloat16":
         return "bfloat16", np.dtype("<u2")
     name = dtypes.from_numpy(dt)
     if name not in dtypes.ITEMSIZE_BITS or dt.fields is not None:
@@ -167,7 +188,7 @@ def children(g, path):
 def real_name(g, path):
     v = g.get("vars", getlink=True)
     if v is not None:
-        name = safe_get(g, "vars", path=path).attrs.get("name")
+        name = attr(safe_get(g, "vars", path=path), "name", path=path)
         if name is not None:
             return text(name)
     return None
