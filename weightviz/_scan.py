@@ -109,6 +109,11 @@ def histogram1d(x, bins, rng):
     try:
         from fast_histogram import histogram1d as fast
     except ImportError:
+        fast = None
+    width = float(rng[1]) - float(rng[0])
+    if fast is None or not (width > 0 and np.isfinite(bins / width)):
+        # NumPy also for a range of subnormal width (bins / width overflows), where
+        # fast_histogram computes bin indices out of bounds and crashes (found by fuzzing)
         counts = np.histogram(x, bins, rng)[0].astype(np.float64)
         counts[-1] -= np.count_nonzero(x == rng[1])
         return counts

@@ -131,6 +131,13 @@ def npy_big_endian(d):
     np.save(d / "be.npy", np.array([[1.5, np.nan], [np.inf, -2.0]], dtype=">f8"))
 
 
+def npy_subnormal(d):
+    """float64 subnormals in a range so narrow that bins / (max - min) overflows (found by fuzzing:
+    fast_histogram then indexed out of bounds and crashed the process)."""
+    import numpy as np
+    np.save(d / "tiny.npy", np.arange(1, 7, dtype=np.int64).view(np.float64) + 5.3e-315)
+
+
 def h5_nasty(d):
     import h5py
     import numpy as np
@@ -282,6 +289,7 @@ CASES: list[Case] = _broken() + [
          Ok(count=12, flags=("nan", "inf", "empty", "single_value", "low_precision", "complex"))),
     Case("npz_nasty_big_endian_fortran", "nasty", "nasty.npz", npz_nasty,
          Ok(count=8, flags=("nan", "inf", "empty", "single_value", "complex", "low_precision"))),
+    Case("npy_subnormal_values", "nasty", "tiny.npy", npy_subnormal, Ok(count=1)),
     Case("npy_big_endian_nan_inf", "nasty", "be.npy", npy_big_endian, Ok(count=1, flags=("nan", "inf"))),
     Case("h5_nasty_values", "nasty", "nasty.h5", h5_nasty,
          Ok(count=6, flags=("nan", "inf", "empty", "single_value", "low_precision", "complex"))),
