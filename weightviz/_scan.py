@@ -111,9 +111,13 @@ def histogram1d(x, bins, rng):
     except ImportError:
         fast = None
     width = float(rng[1]) - float(rng[0])
-    if fast is None or not (width > 0 and np.isfinite(bins / width)):
-        # NumPy also for a range of subnormal width (bins / width overflows), where
-        # fast_histogram computes bin indices out of bounds and crashes (found by fuzzing)
+    if width > 0 and not np.isfinite(bins / width):
+        # a range of subnormal width: bins / width overflows, fast_histogram then indexes out of
+        # bounds and crashes, np.histogram refuses (found by fuzzing); scale by width first
+        t = (np.asarray(x, dtype=np.float64) - float(rng[0])) / width
+        idx = (t[(t >= 0) & (t < 1)] * bins).astype(np.int64)
+        return np.bincount(np.minimum(idx, bins - 1), minlength=bins).astype(np.float64)
+    if fast is None:
         counts = np.histogram(x, bins, rng)[0].astype(np.float64)
         counts[-1] -= np.count_nonzero(x == rng[1])
         return counts
