@@ -45,7 +45,7 @@ TORCH_OPAQUE = {
     "_rebuild_device_tensor_from_cpu_tensor",
 }
 NUMPY_OPAQUE = {"_reconstruct", "scalar", "ndarray", "dtype"}
-MAX_BYTEARRAY = 1 << 20
+from .limits import PICKLE_MAX_BYTEARRAY as MAX_BYTEARRAY  # noqa: E402
 
 
 def _bytearray(*args):

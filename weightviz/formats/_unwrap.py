@@ -14,8 +14,7 @@ from ..errors import CorruptFileError, message
 # wrapper keys, most specific first; the first whose value holds tensors is the model
 WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "network", "module",
             "state_dict_ema", "model_ema", "ema", "model_ema_state_dict", "params", "weights")
-MAX_DEPTH = 64
-MAX_NODES = 5_000_000
+from .limits import WALK_MAX_DEPTH as MAX_DEPTH, WALK_MAX_NODES as MAX_NODES  # noqa: E402
 
 
 def _has_tensor(obj, is_tensor, module_items) -> bool:

@@ -12,8 +12,8 @@ from .sniff import zip_infos
 
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
               NotImplementedError, UnicodeDecodeError)
-MAX_MEMBERS = 1_000_000
-MAX_RATIO = 200           # inflated / compressed: weights compress ~1.1:1, a zip bomb ~1000:1
+from .limits import ZIP_MAX_MEMBERS as MAX_MEMBERS, ZIP_RATIO_SLACK  # noqa: E402
+from .limits import ZIP_MAX_RATIO as MAX_RATIO  # noqa: E402 - weights ~1.1:1, a zip bomb ~1000:1
 
 
 def _bad(path, what, got=None) -> CorruptFileError:
@@ -46,7 +46,7 @@ def checked_infos(path: str) -> tuple[zipfile.ZipInfo, ...]:
         if i.header_offset < 0 or i.header_offset + i.compress_size > size:
             raise _bad(path, f"member {i.filename!r} runs past the end of the file",
                        got=f"{size:,} bytes")
-        if i.compress_type != zipfile.ZIP_STORED and i.file_size > MAX_RATIO * i.compress_size + 2**20:
+        if i.compress_type != zipfile.ZIP_STORED and i.file_size > MAX_RATIO * i.compress_size + ZIP_RATIO_SLACK:
             raise _bad(path, f"member {i.filename!r} claims to inflate {i.compress_size:,} bytes "
                              f"to {i.file_size:,}, a compression ratio over the {MAX_RATIO}:1 limit "
                              f"(a zip bomb?)")

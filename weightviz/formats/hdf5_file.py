@@ -20,10 +20,9 @@ from ..checkpoint import Checkpoint, DataLocation, TensorEntry
 from ..errors import CorruptFileError, UnsafeCheckpointError, WeightvizError, message
 from . import sniff as _sniff
 
-MAX_OBJECTS = 1_000_000
-MAX_DEPTH = 64
+from .limits import HDF5_MAX_OBJECTS as MAX_OBJECTS, HDF5_MAX_DEPTH as MAX_DEPTH  # noqa: E402
 BUILTIN_FILTERS = {1, 2, 3, 4, 5, 6}       # deflate, shuffle, fletcher32, szip, nbit, scaleoffset
-MAX_RATIO = 1100
+from .limits import HDF5_MAX_RATIO as MAX_RATIO, HDF5_MAX_UNSTORED  # noqa: E402
 # what h5py raises on damaged files (SystemError: its lock's __exit__ on an HDF5 error)
 H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, SystemError, AttributeError)
 
@@ -127,10 +126,10 @@ def _dataset_entry(path, name, dsid, size):
         return f"compressed with filter plugin id(s) {unknown}, which weightviz does not load"
     stored = dsid.get_storage_size()
     if filters:
-        if nbytes > MAX_RATIO * stored + 2**20:
+        if nbytes > MAX_RATIO * stored + HDF5_MAX_UNSTORED:
             raise _bad(path, f"/{name} declares {nbytes:,} bytes but stores {stored:,} compressed",
                        got=f"shape {shape}, dtype {dt}")
-    elif nbytes > stored and nbytes > 2**20:
+    elif nbytes > stored and nbytes > HDF5_MAX_UNSTORED:
         raise _bad(path, f"/{name} declares {nbytes:,} bytes ({shape} x {dt}) but the file stores "
                          f"{stored:,} for it", got=f"{size:,}-byte file")
     offset = dsid.get_offset() if layout == h5d.CONTIGUOUS and not filters else None

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import CorruptFileError, message
 
-MAX_JSON_BYTES = 64 * 2**20
-MAX_NODES = 1_000_000          # dicts/lists walked in one config
+from .limits import JSON_MAX_BYTES as MAX_JSON_BYTES  # noqa: E402
+from .limits import CONFIG_MAX_NODES as MAX_NODES  # noqa: E402 - dicts/lists walked in one config
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 
 

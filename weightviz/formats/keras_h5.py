@@ -30,7 +30,7 @@ from . import keras_common as kc
 from . import keras_safe_h5 as sh
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-MAX_NAMES = 200_000
+from .limits import KERAS_MAX_NAMES as MAX_NAMES  # noqa: E402
 V3_ROOTS = ("layers", "_layer_checkpoint_dependencies")
 
 

@@ -10,8 +10,7 @@ from ..checkpoint import DataLocation, TensorEntry
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
 from .keras_common import text
 
-MAX_NODES = 1_000_000          # HDF5 objects visited in one file
-MAX_DEPTH = 64                 # HDF5 group nesting the readers follow
+from .limits import HDF5_MAX_DEPTH as MAX_DEPTH, HDF5_MAX_OBJECTS as MAX_NODES  # noqa: E402
 # HDF5 filters built into libhdf5/h5py; anything else would load a native plugin.
 SAFE_FILTERS = {1, 2, 3, 4, 5, 6, 32000}
 

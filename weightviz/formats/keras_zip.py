@@ -18,9 +18,8 @@ from . import keras_common as kc
 from . import keras_safe_h5 as sh
 from . import keras_h5, keras_json
 
-MAX_MEMBERS = 10_000
-MAX_INFLATED = 4 * 2**30          # a deflated weights member is inflated into memory
-MAX_RATIO = 200                   # declared size / compressed size
+from .limits import KERAS_MAX_INFLATED as MAX_INFLATED, KERAS_ZIP_MAX_MEMBERS as MAX_MEMBERS  # noqa: E402
+from .limits import ZIP_MAX_RATIO as MAX_RATIO, ZIP_RATIO_SLACK  # noqa: E402
 WEIGHTS = ("model.weights.h5", "model.weights.npz")
 
 
@@ -102,7 +101,7 @@ def _read_small(z, info, path, limit=kc.MAX_JSON_BYTES) -> bytes:
         raise CorruptFileError(message(f"the member {info.filename!r} of {path} declares {info.file_size} bytes",
                                        expected=f"at most {limit} bytes for this member",
                                        fix="this is not a genuine Keras archive (zip bomb?)"))
-    if ratio > MAX_RATIO and info.file_size > 2**20:
+    if ratio > MAX_RATIO and info.file_size > ZIP_RATIO_SLACK:
         raise CorruptFileError(message(
             f"the member {info.filename!r} of {path} declares {info.file_size} bytes from "
             f"{info.compress_size} compressed bytes (ratio {ratio:.0f})",

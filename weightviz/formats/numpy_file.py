@@ -36,8 +36,8 @@ from . import sniff as _sniff
 from ._unpickle import _encode
 from ._zip import ZIP_ERRORS, bad_member, checked_infos, member_data_offset, open_zip, read_member
 
-MAX_HEADER = 1 << 20
-MAX_PICKLE = 1 << 31
+from .limits import NPY_MAX_HEADER as MAX_HEADER, OBJECT_ARRAY_MAX_DEPTH  # noqa: E402
+from .limits import PICKLE_MAX_BYTES as MAX_PICKLE  # noqa: E402
 
 
 def sniff(head: bytes, path) -> bool:
@@ -289,8 +289,8 @@ def _from_objects(arr, path, prefix=""):
     stack = [(prefix, arr, 0)]
     while stack:
         name, x, depth = stack.pop()
-        if depth > 32:
-            raise _bad(path, "object arrays nest more than 32 levels deep")
+        if depth > OBJECT_ARRAY_MAX_DEPTH:
+            raise _bad(path, f"object arrays nest more than {OBJECT_ARRAY_MAX_DEPTH} levels deep")
         if isinstance(x, np.ndarray) and x.dtype.hasobject:
             kids = [(x.item(), "")] if x.ndim == 0 else [(v, str(i)) for i, v in enumerate(x.flat)]
         elif isinstance(x, dict):

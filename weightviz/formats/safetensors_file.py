@@ -19,7 +19,7 @@ from ..errors import CorruptFileError, UnknownFormatError, message
 from . import sniff as _sniff
 
 MAX_HEADER = _sniff.SAFETENSORS_MAX_HEADER
-MAX_INDEX = 100_000_000
+from .limits import SAFETENSORS_MAX_INDEX as MAX_INDEX  # noqa: E402
 
 
 def sniff(head: bytes, path) -> bool:

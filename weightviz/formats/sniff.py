@@ -18,7 +18,7 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 NPY_MAGIC = b"\x93NUMPY"
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
-SAFETENSORS_MAX_HEADER = 100_000_000
+from .limits import SAFETENSORS_MAX_HEADER  # noqa: E402,F401 - re-exported for the readers
 
 # what the registry looks for, for error messages
 LOOKED_FOR = ("HDF5 (\\x89HDF)", "ZIP (PK\\x03\\x04: torch.save, TorchScript, .npz, .keras)",

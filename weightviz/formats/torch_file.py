@@ -33,7 +33,7 @@ from ._unpickle import Opaque, Recorded, TensorRecord, record
 from ._unwrap import unwrap
 from ._zip import member_data_offset, open_zip, read_member
 
-MAX_PICKLE = 256 << 20          # data.pkl: ~100 bytes per tensor in practice
+from .limits import TORCH_MAX_PICKLE as MAX_PICKLE  # noqa: E402 - ~100 bytes per tensor in practice
 
 # globals torch's weights_only loader accepts by default (prefix match on "module.name")
 TORCH_LOAD_OK = ("collections.OrderedDict", "collections.Counter", "torch._utils._rebuild_tensor",

@@ -1,0 +1,45 @@
+"""Every size, count and depth limit the readers enforce, in one place.
+
+A file is measured against these *before* anything is read, inflated or walked, so a
+crafted file cannot exhaust memory, time or the stack. Genuine checkpoints stay far
+below every one of them. The README section "Safety: what weightviz refuses and why"
+explains each; ``tests/test_hostile.py`` has a file that trips it.
+
+The readers import their limits from here (``from .limits import X as MAX_...``), so
+the values below are the ones in force. There is no switch to lift them at run time:
+a file over a limit is re-saved, or read with its own library and handed to weightviz
+as arrays (see the README).
+"""
+from __future__ import annotations
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+# --- headers and text read into memory --------------------------------------------
+SAFETENSORS_MAX_HEADER = 100_000_000   # JSON header bytes (safetensors' own MAX_HEADER_SIZE)
+SAFETENSORS_MAX_INDEX = 100_000_000    # bytes of a *.safetensors.index.json
+NPY_MAX_HEADER = 1 * MiB               # .npy header dict (NumPy's own default is 10,000 chars)
+JSON_MAX_BYTES = 64 * MiB              # a Keras config.json / metadata.json / to_json() file
+TORCH_MAX_PICKLE = 256 * MiB           # a torch data.pkl (about 100 bytes per tensor in practice)
+PICKLE_MAX_BYTEARRAY = 1 * MiB         # a bytearray a torch pickle may build
+PICKLE_MAX_BYTES = 2 * GiB             # a pickled NumPy object array read into memory
+
+# --- zip archives (.pt, .npz, .keras): checked on the directory, before inflating ----
+ZIP_MAX_MEMBERS = 1_000_000            # members in a torch / npz zip
+KERAS_ZIP_MAX_MEMBERS = 10_000         # members in a .keras archive
+ZIP_MAX_RATIO = 200                    # declared / compressed size of a member (weights: ~1.1:1,
+ZIP_RATIO_SLACK = 1 * MiB              # a bomb ~1000:1); members under this are not held to it
+KERAS_MAX_INFLATED = 4 * GiB           # a deflated model.weights.h5 is inflated into memory
+
+# --- HDF5 ---------------------------------------------------------------------------
+HDF5_MAX_OBJECTS = 1_000_000           # links visited in one file
+HDF5_MAX_DEPTH = 64                    # group nesting followed
+HDF5_MAX_RATIO = 1100                  # declared / stored bytes of a compressed dataset
+HDF5_MAX_UNSTORED = 1 * MiB            # an uncompressed dataset may declare this much more than it stores
+KERAS_MAX_NAMES = 200_000              # entries of a layer_names / weight_names attribute
+
+# --- nesting and object counts (pickles, configs, object arrays) ---------------------
+WALK_MAX_DEPTH = 64                    # containers nested inside a torch checkpoint
+WALK_MAX_NODES = 5_000_000             # objects walked in a torch checkpoint
+CONFIG_MAX_NODES = 1_000_000           # JSON objects walked in a Keras config
+OBJECT_ARRAY_MAX_DEPTH = 32            # containers nested inside a NumPy object array
+# JSON parsing is bounded by Python's recursion limit (1,000 levels): deeper is refused.
