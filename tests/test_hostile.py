@@ -27,7 +27,12 @@ from tests.hostile.catalog import VERBS
 CASES = catalog.all_cases()
 
 # case name -> reason: contract gaps that could not be closed yet (strict: fixing one fails the run)
-XFAIL: dict[str, str] = {}
+XFAIL: dict[str, str] = {
+    "keras_h5_global_heap_object_size_damaged":
+        "libhdf5 (HDF5 2.0 through h5py 3.16) loops forever inside H5Aread when one object size in a "
+        "global heap collection is damaged (found by fuzzing); an in-process reader cannot interrupt C "
+        "code, and checking the heap first would mean parsing HDF5 object headers by hand",
+}
 
 
 def _params():
