@@ -174,3 +174,25 @@ def test_outside_traps_are_real(tmp_path):
             assert blocked, f"a naive read of the {kind} case did not block on the pipe"
         else:
             assert "31337" in out, f"a naive read of the {kind} case did not return the secret: {out!r}"
+
+
+def test_limits_live_in_one_place():
+    """The readers take their limits from weightviz/formats/limits.py (documented in the README)."""
+    from weightviz.formats import (_unpickle, _unwrap, _zip, hdf5_file, keras_common, keras_h5,
+                                   keras_safe_h5, keras_zip, limits, numpy_file, safetensors_file,
+                                   sniff, torch_file)
+    pairs = [(sniff.SAFETENSORS_MAX_HEADER, limits.SAFETENSORS_MAX_HEADER),
+             (safetensors_file.MAX_INDEX, limits.SAFETENSORS_MAX_INDEX),
+             (_zip.MAX_RATIO, limits.ZIP_MAX_RATIO), (_zip.MAX_MEMBERS, limits.ZIP_MAX_MEMBERS),
+             (keras_zip.MAX_RATIO, limits.ZIP_MAX_RATIO), (keras_zip.MAX_MEMBERS, limits.KERAS_ZIP_MAX_MEMBERS),
+             (keras_zip.MAX_INFLATED, limits.KERAS_MAX_INFLATED), (torch_file.MAX_PICKLE, limits.TORCH_MAX_PICKLE),
+             (_unpickle.MAX_BYTEARRAY, limits.PICKLE_MAX_BYTEARRAY), (_unwrap.MAX_DEPTH, limits.WALK_MAX_DEPTH),
+             (_unwrap.MAX_NODES, limits.WALK_MAX_NODES), (numpy_file.MAX_HEADER, limits.NPY_MAX_HEADER),
+             (numpy_file.MAX_PICKLE, limits.PICKLE_MAX_BYTES), (hdf5_file.MAX_OBJECTS, limits.HDF5_MAX_OBJECTS),
+             (hdf5_file.MAX_DEPTH, limits.HDF5_MAX_DEPTH), (hdf5_file.MAX_RATIO, limits.HDF5_MAX_RATIO),
+             (keras_common.MAX_JSON_BYTES, limits.JSON_MAX_BYTES), (keras_common.MAX_NODES, limits.CONFIG_MAX_NODES),
+             (keras_h5.MAX_NAMES, limits.KERAS_MAX_NAMES), (keras_safe_h5.MAX_NODES, limits.HDF5_MAX_OBJECTS),
+             (keras_safe_h5.MAX_DEPTH, limits.HDF5_MAX_DEPTH)]
+    assert all(a == b for a, b in pairs)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "## Safety: what weightviz refuses and why" in readme and "weightviz/formats/limits.py" in readme
