@@ -48,7 +48,8 @@ def message(what: str, *, expected: str | None = None, fix: str | None = None,
     if expected:
         parts.append(f"Expected {expected.rstrip('.')}.")
     if fix:
-        parts.append(fix.rstrip(".") + ".")
+        fix = fix.rstrip(".")
+        parts.append(fix[:1].upper() + fix[1:] + ".")
     if got:
         parts.append(f"Got: {got}")
     return " ".join(parts)

@@ -324,6 +324,10 @@ def load(model, source, *, strict: bool = True, transpose: bool = False, cast: b
                         source=ckpt.format, fixes=fixes, suggestions=sugg, mode="load", model=model)
         raise MismatchError(_strict_message(report, left), report)
     _apply(model, ckpt, [r for r in rows if r.loaded])
+    # a suggestion the user already followed is no longer one
+    taken = [k for k, on in (("transpose=True", transpose), ("cast=True", cast),
+                             ("guess=True", guess)) if on]
+    sugg = [s for s in sugg if not any(k in s for k in taken)]
     return Report(rows, verdict=verdict(rows, n_model, fit=acceptable, done=True), n_model=n_model,
                   n_ckpt=len(ckpt), source=ckpt.format, fixes=fixes, suggestions=sugg, mode="load",
                   model=model)

@@ -365,8 +365,9 @@ def kernel_grid(source, name: str, ax=None, *, n: int = 64, layout: str | None =
     if ax is None:
         _fig, ax = _plt().subplots(figsize=(5.0, 4.6), layout="constrained")
     how = "mean of" if reduce == "mean" else "first of"
-    _diverging(ax, canvas, f"{e.name}: filters 1–{k} of {out_ch}\n({how} {in_ch} input "
-                           f"channels, {layout} layout)", bad="#afb8c1")
+    chans = "the input channel" if in_ch == 1 else f"{how} {in_ch} input channels"
+    _diverging(ax, canvas, f"{e.name}: filters 1–{k} of {out_ch}\n({chans}, {layout} layout)",
+               bad="#afb8c1")
     ax.set_xticks([])
     ax.set_yticks([])
     return ax

@@ -119,8 +119,10 @@ class LayerBrowser(w.VBox):
         self.log_toggle.observe(self._on_toggle, names="value")
         self.clip_toggle.observe(self._on_toggle, names="value")
         self._refill()
-        if self.tensor_list.options:
-            self.tensor_list.value = self.tensor_list.options[0][1]
+        if self.tensor_list.options:    # open on the first weight matrix or kernel, if any
+            keys = [v for _, v in self.tensor_list.options]
+            self.tensor_list.value = next(
+                (k for k in keys if k[0] == "ckpt" and len(self.ckpt[k[1]].shape) >= 2), keys[0])
 
     # -- public ---------------------------------------------------------------------
     @property
