@@ -218,3 +218,21 @@ def test_kernel_grid_on_a_real_keras_file():
                                hwio[:, :, :, 0].mean(axis=2), rtol=1e-6)
     axes = wv.hist(ckpt, "c_same_s2")
     assert [a.get_title().split()[0] for a in axes] == ["c_same_s2/kernel", "c_same_s2/bias"]
+
+
+def test_heatmap_block_mean_matches_nanmean_with_ragged_edges():
+    import warnings
+
+    from weightviz.plots import _block_mean
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1001, 999)).astype(np.float32)
+    x[3, 5] = np.nan
+    x[1000, :] = np.inf                       # a last block row with no finite value
+    padded = np.full((1004, 1000), np.nan)
+    padded[:1001, :999] = np.where(np.isfinite(x), x, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.nanmean(padded.reshape(251, 4, 250, 4), axis=(1, 3))
+    got = _block_mean(x, 4, 4)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)

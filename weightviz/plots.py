@@ -305,13 +305,8 @@ def heatmap(source, name: str, ax=None, *, max_size: int = 256):
     img = np.empty((math.ceil(r / br), out_c))
     for i in range(0, r, rows_per_read):
         part = np.ascontiguousarray(raw[i:i + rows_per_read])
-        vals = widen(part.reshape(-1)).astype(np.float64).reshape(part.shape[0], c)
-        pr = math.ceil(vals.shape[0] / br) * br
-        padded = np.full((pr, out_c * bc), np.nan)
-        padded[:vals.shape[0], :c] = vals
-        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
-            __import__("warnings").simplefilter("ignore", RuntimeWarning)
-            block = np.nanmean(padded.reshape(pr // br, br, out_c, bc), axis=(1, 3))
+        vals = widen(part.reshape(-1)).reshape(part.shape[0], c)
+        block = _block_mean(vals, br, bc) if br * bc > 1 else vals.astype(np.float64)
         img[i // br: i // br + block.shape[0]] = block
     if ax is None:
         _fig, ax = _plt().subplots(figsize=(5.5, 4.2), layout="constrained")
@@ -321,6 +316,22 @@ def heatmap(source, name: str, ax=None, *, max_size: int = 256):
     ax.set_xlabel("input" if len(shape) == 2 else "flattened input")
     ax.set_ylabel("output unit" if len(shape) > 1 else "")
     return ax
+
+
+def _block_mean(vals: np.ndarray, br: int, bc: int) -> np.ndarray:
+    """Mean of the finite values in each br×bc block (NaN where a block has none);
+    ragged edge blocks average what they hold."""
+    fin = np.isfinite(vals)
+    v = np.where(fin, vals, 0)
+    r, c = vals.shape
+    pr, pc = math.ceil(r / br) * br, math.ceil(c / bc) * bc
+    if (pr, pc) != (r, c):
+        v = np.pad(v, ((0, pr - r), (0, pc - c)))
+        fin = np.pad(fin, ((0, pr - r), (0, pc - c)))
+    sums = v.reshape(pr // br, br, pc // bc, bc).sum(axis=(1, 3), dtype=np.float64)
+    counts = fin.reshape(pr // br, br, pc // bc, bc).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def kernel_grid(source, name: str, ax=None, *, n: int = 64, layout: str | None = None,
