@@ -2,8 +2,10 @@
 
 Drives the widget from Python, as a click in the list does: ``browser.select(name)``
 runs the same observer a front-end click runs, which computes the tensor's statistics
-(first visit only; cached after), redraws the histograms and the heatmap / kernel
-grid into one reused Figure each and renders them to PNG bytes.
+(first visit only; cached after), redraws the histograms into one reused Figure and
+renders it to PNG bytes, then shows the heatmap / kernel grid (its block-averaged array
+coloured straight to a palette PNG, with an HTML caption and colour scale: no
+matplotlib drawing).
 
 Also compares two ways of getting a Figure to the page: PNG bytes into an
 ``ipywidgets.Image`` (what the widgets do) versus ``display(fig)`` into an ``Output``

@@ -236,3 +236,20 @@ def test_heatmap_block_mean_matches_nanmean_with_ragged_edges():
     got = _block_mean(x, 4, 4)
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_heatmap_block_mean_fast_path_for_finite_data_matches_reshape_mean():
+    from weightviz.plots import _block_mean
+    x = np.random.default_rng(3).standard_normal((1001, 999)).astype(np.float32)
+    padded = np.full((1004, 1000), np.nan)
+    padded[:1001, :999] = x
+    ref = np.nanmean(padded.reshape(251, 4, 250, 4), axis=(1, 3))   # ragged edge blocks too
+    np.testing.assert_allclose(_block_mean(x, 4, 4), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_heatmap_image_is_what_heatmap_draws():
+    w = np.random.default_rng(4).standard_normal((40, 30)).astype(np.float32)
+    img, lab = plots.heatmap_image({"fc.weight": w}, "fc.weight", max_size=16)
+    ax = plots.heatmap({"fc.weight": w}, "fc.weight", max_size=16)
+    np.testing.assert_array_equal(ax.get_images()[0].get_array(), img)
+    assert ax.get_title() == lab["title"] and lab["block"] == (3, 2)

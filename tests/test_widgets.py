@@ -222,15 +222,19 @@ def test_browser_select_updates_card_and_histogram(cnn_ckpt):
     card, heights, png = b.card.value, _hist_heights(b.last_figure), bytes(b.hist_canvas.image.value)
     assert b.shown_panels == ["conv1.weight", "conv1.bias"]
     assert heights[0] == pytest.approx(cnn_ckpt["conv1.weight"].numel)   # every value counted
-    assert b.structure_figure is not None                                # kernel grid for a conv
+    assert b.structure.kind == "kernel_grid" and "filters 1–" in b.structure.caption.value
+    grid = bytes(b.structure.image.value)
+    assert grid.startswith(b"\x89PNG")
     b.select("fc1.weight")
     assert b.selected == "fc1.weight" and "fc1.weight" in b.card.value and b.card.value != card
     assert _hist_heights(b.last_figure) != heights
     assert bytes(b.hist_canvas.image.value) != png
-    assert b.structure_figure is not None                                # heatmap for 2-D
+    assert b.structure.kind == "heatmap" and "fc1.weight" in b.structure.caption.value
+    assert bytes(b.structure.image.value) not in (grid, b"")
     assert repr(b).endswith("selected='fc1.weight')")
     b.select("bn1.running_mean")
-    assert b.shown_panels == ["bn1.running_mean"] and b.structure_figure is None
+    assert b.shown_panels == ["bn1.running_mean"] and b.structure.kind is None
+    assert b.structure.box.layout.display == "none"
     with pytest.raises(KeyError, match="no tensor named"):
         b.select("nope")
 
@@ -367,8 +371,8 @@ def test_reused_axes_draw_the_same_pixels_as_fresh_ones(cnn_ckpt):
     fresh = browse(cnn_ckpt, cache=0)
     fresh.select("fc1.weight")
     assert bytes(walked.hist_canvas.image.value) == bytes(fresh.hist_canvas.image.value)
-    assert bytes(walked.struct_canvas.image.value) == bytes(fresh.struct_canvas.image.value)
-    assert len(walked.structure_figure.axes) == 2          # the image and one colorbar
+    assert bytes(walked.structure.image.value) == bytes(fresh.structure.image.value)
+    assert walked.structure.caption.value == fresh.structure.caption.value
 
 
 def test_png_cache_returns_to_a_tensor_without_drawing(cnn_ckpt):
@@ -380,3 +384,19 @@ def test_png_cache_returns_to_a_tensor_without_drawing(cnn_ckpt):
     b.select("fc1.weight")
     assert b.hist_canvas.hits == hits + 1 and bytes(b.hist_canvas.image.value) == png
     assert b.shown_panels == ["fc1.weight", "fc1.bias"]
+
+
+def test_structure_colours_are_symmetric_around_zero_with_nan_in_the_bad_colour():
+    import io
+
+    from PIL import Image
+
+    from weightviz.widgets._structure import colour, png
+    img = np.array([[-2.0, 0.0, 2.0, np.nan], [-1.0, 0.5, 1.0, 0.0]])
+    pic, v, stops = colour(img, "#afb8c1")
+    assert v == 2.0 and len(stops) == 11
+    idx = np.asarray(Image.open(io.BytesIO(png(pic))))
+    assert idx[0].tolist() == [0, 127, 254, 255] and idx[1, 0] == 64 and idx[1, 2] == 190
+    pal = np.asarray(pic.getpalette()[:768]).reshape(-1, 3)
+    assert pal[255].tolist() == [0xaf, 0xb8, 0xc1]
+    assert pal[0][2] > pal[0][0] and pal[254][0] > pal[254][2]     # blue below 0, red above

@@ -18,6 +18,7 @@ from .render import fmt_float, fmt_shape
 
 FINE_BINS = 4096          # clip= percentiles: two refining histograms, range / 4096**2
 MAX_PANELS = 6
+DIVERGING = "RdBu_r"      # colormap of heatmaps and kernel grids, symmetric around 0
 PROBLEM_FLAGS = ("nan", "inf", "all_zero", "constant", "dead_units", "outliers")
 
 
@@ -272,12 +273,17 @@ def _tensor(source, name: str):
     return ckpt, ckpt[name]
 
 
-def _diverging(ax, img, title, extent=None, bad="#f6f8fa"):
-    import matplotlib
+def diverging_limit(img) -> float:
+    """The colour limit of a diverging view: the largest finite |value| (1 when none)."""
     finite = np.abs(img[np.isfinite(img)])
     v = float(finite.max()) if finite.size else 1.0
-    v = v if v > 0 else 1.0
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad=bad)
+    return v if v > 0 else 1.0
+
+
+def _diverging(ax, img, title, extent=None, bad="#f6f8fa"):
+    import matplotlib
+    v = diverging_limit(img)
+    cmap = matplotlib.colormaps[DIVERGING].with_extremes(bad=bad)
     im = ax.imshow(img, cmap=cmap, vmin=-v, vmax=v, aspect="auto", interpolation="nearest",
                    extent=extent)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
@@ -285,10 +291,9 @@ def _diverging(ax, img, title, extent=None, bad="#f6f8fa"):
     return im
 
 
-def heatmap(source, name: str, ax=None, *, max_size: int = 256):
-    """A 2-D weight as an image (rows = output units in torch layout), block-averaged
-    down to at most ``max_size`` pixels a side, read in bounded row slices. 1-D
-    tensors show as one row; >2-D are flattened to (dim 0, rest)."""
+def heatmap_image(source, name: str, *, max_size: int = 256):
+    """:func:`heatmap`'s data undrawn: the block means (NaN: no finite value in a block) and
+    a dict: ``title xlabel ylabel extent``, the tensor's ``shape``, ``block`` (rows, cols)."""
     from ._scan import Widener
     ckpt, e = _tensor(source, name)
     shape = e.shape
@@ -308,22 +313,35 @@ def heatmap(source, name: str, ax=None, *, max_size: int = 256):
         vals = widen(part.reshape(-1)).reshape(part.shape[0], c)
         block = _block_mean(vals, br, bc) if br * bc > 1 else vals.astype(np.float64)
         img[i // br: i // br + block.shape[0]] = block
+    note = f" · block mean {br}×{bc}" if br * bc > 1 else ""
+    return img, {"title": f"{e.name}  ·  {fmt_shape(shape)}{note}", "shape": shape, "block": (br, bc),
+                 "extent": (-0.5, c - 0.5, r - 0.5, -0.5), "ylabel": "output unit" if len(shape) > 1 else "",
+                 "xlabel": "input" if len(shape) == 2 else "flattened input"}
+
+
+def heatmap(source, name: str, ax=None, *, max_size: int = 256):
+    """A 2-D weight as an image (rows = output units in torch layout), block-averaged
+    down to at most ``max_size`` pixels a side, read in bounded row slices. 1-D
+    tensors show as one row; >2-D are flattened to (dim 0, rest)."""
+    img, lab = heatmap_image(source, name, max_size=max_size)
     if ax is None:
         _fig, ax = _plt().subplots(figsize=(5.5, 4.2), layout="constrained")
-    note = f" · block mean {br}×{bc}" if br * bc > 1 else ""
-    _diverging(ax, img, f"{e.name}  ·  {fmt_shape(shape)}{note}",
-               extent=(-0.5, c - 0.5, r - 0.5, -0.5))
-    ax.set_xlabel("input" if len(shape) == 2 else "flattened input")
-    ax.set_ylabel("output unit" if len(shape) > 1 else "")
+    _diverging(ax, img, lab["title"], extent=lab["extent"])
+    ax.set_xlabel(lab["xlabel"])
+    ax.set_ylabel(lab["ylabel"])
     return ax
 
 
 def _block_mean(vals: np.ndarray, br: int, bc: int) -> np.ndarray:
     """Mean of the finite values in each br×bc block (NaN where a block has none);
     ragged edge blocks average what they hold."""
-    fin = np.isfinite(vals)
-    v = np.where(fin, vals, 0)
     r, c = vals.shape
+    fin = np.isfinite(vals)
+    if fin.all():              # the usual case: block sums along columns, then rows
+        rs, cs = np.arange(0, r, br), np.arange(0, c, bc)
+        sums = np.add.reduceat(np.add.reduceat(vals, cs, axis=1, dtype=np.float64), rs, axis=0)
+        return sums / (np.diff(rs, append=r)[:, None] * np.diff(cs, append=c)[None, :])
+    v = np.where(fin, vals, 0)
     pr, pc = math.ceil(r / br) * br, math.ceil(c / bc) * bc
     if (pr, pc) != (r, c):
         v = np.pad(v, ((0, pr - r), (0, pc - c)))
@@ -334,13 +352,10 @@ def _block_mean(vals: np.ndarray, br: int, bc: int) -> np.ndarray:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def kernel_grid(source, name: str, ax=None, *, n: int = 64, layout: str | None = None,
-                reduce: str = "mean"):
-    """Conv kernels as an image grid: the first ``n`` filters, each averaged over its input
-    channels (``reduce='mean'``) or its first channel (``'first'``).  ``layout``: 'torch'
-    (O, I, [D,] H, W) or 'keras' ([D,] H, W, I, O); None picks 'keras' for a tensor named
-    like a Keras kernel ('conv/kernel') or from a Keras file, else 'torch'.  3-D kernels
-    (1-D convolutions) show as one-row images; 3-D convolutions are averaged over depth."""
+def kernel_grid_image(source, name: str, *, n: int = 64, layout: str | None = None,
+                      reduce: str = "mean"):
+    """:func:`kernel_grid`'s data undrawn: the tiles (NaN between them) and a dict:
+    ``title``, ``grid`` (rows, cols) and ``bad`` (the colour between the tiles)."""
     ckpt, e = _tensor(source, name)
     if layout is None:
         layout = "keras" if (_leaf(e.name).endswith("kernel")
@@ -373,12 +388,23 @@ def kernel_grid(source, name: str, ax=None, *, n: int = 64, layout: str | None =
     for i in range(k):
         r0, c0 = (i // cols) * (h + 1), (i % cols) * (wd + 1)
         canvas[r0:r0 + h, c0:c0 + wd] = tiles[i]
-    if ax is None:
-        _fig, ax = _plt().subplots(figsize=(5.0, 4.6), layout="constrained")
     how = "mean of" if reduce == "mean" else "first of"
     chans = "the input channel" if in_ch == 1 else f"{how} {in_ch} input channels"
-    _diverging(ax, canvas, f"{e.name}: filters 1–{k} of {out_ch}\n({chans}, {layout} layout)",
-               bad="#afb8c1")
+    return canvas, {"title": f"{e.name}: filters 1–{k} of {out_ch}\n({chans}, {layout} layout)",
+                    "grid": (rows, cols), "bad": "#afb8c1"}
+
+
+def kernel_grid(source, name: str, ax=None, *, n: int = 64, layout: str | None = None,
+                reduce: str = "mean"):
+    """Conv kernels as an image grid: the first ``n`` filters, each averaged over its input
+    channels (``reduce='mean'``) or its first channel (``'first'``).  ``layout``: 'torch'
+    (O, I, [D,] H, W) or 'keras' ([D,] H, W, I, O); None picks 'keras' for a tensor named
+    like a Keras kernel ('conv/kernel') or from a Keras file, else 'torch'.  3-D kernels
+    (1-D convolutions) show as one-row images; 3-D convolutions are averaged over depth."""
+    img, lab = kernel_grid_image(source, name, n=n, layout=layout, reduce=reduce)
+    if ax is None:
+        _fig, ax = _plt().subplots(figsize=(5.0, 4.6), layout="constrained")
+    _diverging(ax, img, lab["title"], bad=lab["bad"])
     ax.set_xticks([])
     ax.set_yticks([])
     return ax

@@ -23,6 +23,7 @@ CSS = """
 .wv-card table { border-collapse: collapse; margin: 2px 0; }
 .wv-card th, .wv-card td { padding: 1px 8px 1px 0; font-size: 12px; }
 .wv-title { font-size: 14px; }
+.wv-structure { image-rendering: pixelated; border: 1px solid #d0d7de; }
 """
 
 

@@ -5,7 +5,8 @@ kernel grid (convolutions).
 Statistics come from :mod:`weightviz.stats` (computed per tensor on first selection
 and cached; a small checkpoint is scanned up front so the list shows every flag),
 plots from :mod:`weightviz.plots`, match status from :func:`weightviz.match.check`.
-One Figure per panel is reused and rendered to PNG (see :mod:`._base`).
+The histogram Figure is reused and rendered to PNG (see :mod:`._base`); the heatmap /
+kernel grid is coloured pixels plus an HTML caption (see :mod:`._structure`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import ipywidgets as w
 from ..checkpoint import Checkpoint
 from ..errors import WeightvizError, message
 from ..render import COLOURS, View, badges_html, esc, fmt_bytes, fmt_count, fmt_float, fmt_shape
+from ._structure import StructureView
 from ._base import Canvas, error_box, guarded, pin_text, short, style_tag
 
 #: Scan every tensor when the browser opens if the checkpoint holds at most this many bytes.
@@ -38,8 +40,9 @@ class LayerBrowser(w.VBox):
 
     Programmatic use: ``select(name)``, ``selected``, ``tensor_list`` (the Select), ``filter.value = "conv"``,
     ``log_toggle.value`` / ``clip_toggle.value``; what is shown: ``card.value`` (HTML),
-    ``last_figure`` (the histogram Figure as last drawn), ``structure_figure`` (heatmap or
-    kernel grid, or None), ``shown_panels`` (tensor names drawn as histograms), ``last_error``.
+    ``last_figure`` (the histogram Figure as last drawn), ``structure`` (the heatmap or
+    kernel grid: ``.kind`` 'heatmap' / 'kernel_grid' / None, ``.image`` the PNG widget,
+    ``.caption`` its HTML), ``shown_panels`` (tensor names drawn as histograms), ``last_error``.
     Rendered PNGs are cached per tensor and toggle state (``cache`` entries; 0 turns the
     cache off), so a revisit shows the earlier image without drawing: the figures then
     still hold the last *drawn* tensor.  ``eager`` (default: checkpoints up to 32 MiB)
@@ -60,7 +63,6 @@ class LayerBrowser(w.VBox):
         self._layer_of = {n: layer for layer, ns in self.ckpt.layers().items() for n in ns}
         self.last_error = None
         self.shown_panels: list[str] = []
-        self.structure_figure = None
         self.eager = self.ckpt.nbytes <= EAGER_BYTES if eager is None else bool(eager)
         if self.eager and self.names:
             from ..stats import stats
@@ -97,22 +99,20 @@ class LayerBrowser(w.VBox):
         self.error = error_box()
         # rendered PNGs are kept per (tensor, toggles): going back to a tensor costs nothing
         self.hist_canvas = Canvas(6.0, 2.3, dpi=96, cache_size=cache)
-        self.struct_canvas = Canvas(6.0, 2.7, dpi=96, cache_size=cache)
-        self.struct_canvas.hide()
+        self.structure = StructureView(cache_size=cache)
 
         left = w.VBox([self.filter, self.count, self.tensor_list, self.list_style],
                       layout=w.Layout(width="330px", min_width="240px", flex="0 1 auto",
                                       margin="0 10px 0 0"))
         left.add_class("wv-list")
         right = w.VBox([self.error, self.card, w.HBox([self.log_toggle, self.clip_toggle]),
-                        self.hist_canvas.image, self.struct_canvas.image],
+                        self.hist_canvas.image, self.structure.box],
                        layout=w.Layout(flex="1 1 0%", min_width="0", max_width="600px",
                                        overflow="hidden"))
         super().__init__([self.header, w.HBox([left, right], layout=w.Layout(width="100%"))])
         self.add_class("wv-root")
         self.add_class("wv-layer-browser")
         self.hist_canvas.image.add_class("wv-hist")
-        self.struct_canvas.image.add_class("wv-structure")
 
         self.filter.observe(self._on_filter, names="value")
         self.tensor_list.observe(self._on_select, names="value")
@@ -303,29 +303,14 @@ class LayerBrowser(w.VBox):
         self.shown_panels = panels
 
     def _draw_structure(self, name: str) -> None:
-        from .. import plots
         e = self.ckpt[name]
         nd = len(e.shape)
         if nd == 2 and min(e.shape) > 1:
-            plot = plots.heatmap
+            self.structure.show(self.ckpt, name, "heatmap")
         elif nd in (3, 4, 5) and min(e.shape) > 0 and _leaf(name) in ("weight", "kernel"):
-            plot = plots.kernel_grid
+            self.structure.show(self.ckpt, name, "kernel_grid")
         else:
-            self.struct_canvas.hide()
-            self.structure_figure = None
-            return
-
-        def make(fig):
-            fig.subplots_adjust(left=0.1, right=0.94, bottom=0.16, top=0.85)
-            return [fig.add_subplot(1, 1, 1)]
-
-        def draw(fig):
-            (ax,) = self.struct_canvas.axes_for(plot.__name__, make)
-            plot(self.ckpt, name, ax=ax)
-            pin_text(ax, title_size=None, ylabel_px=34, xlabel_px=20)
-
-        self.struct_canvas.render(("structure", name), draw, clear=False)
-        self.structure_figure = self.struct_canvas.figure
+            self.structure.hide()
 
     def _card_html(self, name: str, s) -> str:
         e = self.ckpt[name]
@@ -377,9 +362,8 @@ class LayerBrowser(w.VBox):
             summary.append(("note", row.note))
         self.card.value = View(name, summary).to_html() + f"<div>{badges_html('missing')}</div>"
         self.hist_canvas.hide()
-        self.struct_canvas.hide()
+        self.structure.hide()
         self.shown_panels = []
-        self.structure_figure = None
 
 
 def browse(source, *, model=None, **options) -> LayerBrowser:
