@@ -110,12 +110,7 @@ def layer_norm(spec, x, kwargs, weights, ctx):
     ws = take(spec, weights, [(n, shape) for n in slots])
     m = LayerNorm(shape, axes, x.dim(), float(cfg.get("epsilon", 1e-3)),
                   "beta" in slots, "gamma" in slots, bool(cfg.get("rms_scaling", False)))
-    if ws:
-        got = dict(zip(slots, ws))
-        if "gamma" in got:
-            set_param(m.weight, got["gamma"])
-        if "beta" in got:
-            set_param(m.bias, got["beta"])
+    _set_gamma_beta(m, slots, ws)
     return m
 
 
@@ -156,10 +151,14 @@ def group_norm(spec, x, kwargs, weights, ctx):
     ws = take(spec, weights, [(n, (c,)) for n in slots])
     m = GroupNorm(int(cfg.get("groups", 32)), c, axis, x.dim(), float(cfg.get("epsilon", 1e-3)),
                   "beta" in slots, "gamma" in slots)
-    if ws:
-        got = dict(zip(slots, ws))
-        if "gamma" in got:
-            set_param(m.weight, got["gamma"])
-        if "beta" in got:
-            set_param(m.bias, got["beta"])
+    _set_gamma_beta(m, slots, ws)
     return m
+
+
+def _set_gamma_beta(m, slots, ws) -> None:
+    """Copy Keras's gamma/beta (present per the layer's slots) into weight/bias."""
+    got = dict(zip(slots, ws or []))
+    if "gamma" in got:
+        set_param(m.weight, got["gamma"])
+    if "beta" in got:
+        set_param(m.bias, got["beta"])
