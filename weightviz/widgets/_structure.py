@@ -1,7 +1,7 @@
 """The LayerBrowser's structure view: a heatmap (2-D weights) or kernel grid (convolutions)
 drawn without matplotlib's renderer.
 
-The image is the array :func:`weightviz.plots.heatmap_image` / ``kernel_grid_image``
+The image is the array :func:`weightviz.images.heatmap_image` / ``kernel_grid_image``
 return (at most 256 pixels a side), coloured with the same diverging colormap as the
 matplotlib plots (symmetric around 0), PNG-encoded at zlib level 1 and scaled up in
 the page with ``image-rendering: pixelated``; the title, shape, block size and the
@@ -31,7 +31,8 @@ def colour(img: np.ndarray, bad: str):
     import matplotlib
     from PIL import Image
 
-    from ..plots import DIVERGING, diverging_limit
+    from ..images import diverging_limit
+    from ..plots import DIVERGING
     v = diverging_limit(img)
     cmap = matplotlib.colormaps[DIVERGING].resampled(255)
     with np.errstate(invalid="ignore"):
@@ -108,9 +109,9 @@ class StructureView:
         return cached
 
     def _draw(self, ckpt, name: str, kind: str):
-        from .. import plots
+        from .. import images
         if kind == "heatmap":
-            img, lab = plots.heatmap_image(ckpt, name)
+            img, lab = images.heatmap_image(ckpt, name)
             r, c = lab["shape"][0], int(np.prod(lab["shape"][1:]))
             axes = (f"rows: output units 0–{r - 1} · columns: "
                     f"{esc(lab['xlabel'])}s 0–{c - 1}")
@@ -118,7 +119,7 @@ class StructureView:
             title = esc(lab["title"])
             pic, v, stops = colour(img, "#f6f8fa")
         else:
-            img, lab = plots.kernel_grid_image(ckpt, name)
+            img, lab = images.kernel_grid_image(ckpt, name)
             rows, cols = lab["grid"]
             axes = f"{rows}×{cols} grid, one tile per filter, read row by row"
             h, w_ = img.shape

@@ -261,7 +261,7 @@ class LayerBrowser(w.VBox):
 
     def _panels(self, name: str) -> list[str]:
         """The selected tensor, or its layer's weight and bias when it is one of them."""
-        from ..plots import select
+        from ..images import select
         layer = self._layer_of.get(name)
         if layer is None or layer == name:
             return [name]
