@@ -97,6 +97,21 @@ _ROW = 8192      # BLAS dot on rows this short: OpenBLAS stays on one thread (it
 _vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("ij,ij->i", a, b))
 
 
+def _sum(d: np.ndarray) -> float:
+    """Float64 sum by BLAS matrix-vector products over 8192-element rows (faster than
+    NumPy's pairwise sum of a float64 array; as accurate for these row lengths)."""
+    k = d.size // _ROW * _ROW
+    return float((d[:k].reshape(-1, _ROW) @ _ones()).sum()) + float(np.add.reduce(d[k:]))
+
+
+def _ones(_cache=[]) -> np.ndarray:  # noqa: B006 - one read-only row of ones, made once
+    if not _cache:
+        o = np.ones(_ROW)
+        o.flags.writeable = False
+        _cache.append(o)
+    return _cache[0]
+
+
 def _sumsq(d: np.ndarray) -> float:
     """Float64 sum of squares by single-threaded BLAS dot products over 8192-element rows."""
     k = d.size // _ROW * _ROW
@@ -204,7 +219,12 @@ class Scanner:
             while self._made < self.threads:
                 self._free.put(_Buffers(self.chunk))
                 self._made += 1
-        return list(self._pool.map(fn, items))
+        # a few contiguous batches per thread, not one task per chunk: each task costs a
+        # future and a GIL hand-over (~20 us), as much as a 1 MiB chunk's min/max
+        n = max(1, min(len(items), 4 * self.threads))
+        step = -(-len(items) // n)
+        batches = [items[i:i + step] for i in range(0, len(items), step)]
+        return [r for batch in self._pool.map(lambda b: [fn(it) for it in b], batches) for r in batch]
 
     def _with_buffers(self, fn):
         def run(item):
@@ -333,10 +353,10 @@ class Scanner:
         if big:                                # tiny scale first, so nothing overflows
             np.multiply(x, scale, out=d, dtype=np.float64)
             np.subtract(d, K * scale, out=d)
-        else:
-            np.subtract(x, K, out=d, dtype=np.float64)
-        # float64 sums: pairwise for x - K, short BLAS dots for its square
-        p.s1 = float(np.add.reduce(d))
+        else:                                  # cast, then subtract in place: ~30% faster
+            np.copyto(d, x)                    # than one mixed-dtype subtract
+            np.subtract(d, K, out=d)
+        p.s1 = _sum(d)
         if clipped or big:
             p.counts = histogram1d(x, bins, (hlo, hhi))
             if cmn <= hhi <= cmx:              # fast_histogram leaves out x == upper edge
