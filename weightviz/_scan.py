@@ -5,10 +5,15 @@ bytes lie plainly in the file) in chunks of ``CHUNK`` elements.  Each chunk is
 widened to native float32/float64 (:mod:`weightviz._widen`), then:
 
 * pass A: finite min/max per chunk, which fixes the histogram range;
-* pass B: zero/NaN/Inf counts, float64 sums of ``x-K`` (pairwise) and of its square
-  (BLAS dot over 8192-element rows), the histogram over the finite range
+* pass B: zero/NaN/Inf counts, float64 sums of ``x-K`` and of its square (BLAS
+  products over 8192-element rows), the histogram over the finite range
   (``fast_histogram``, which leaves out the upper edge: those values are added
   back) and per-unit zero counts (dead units).
+
+The histogram is most of the cost: ``fast_histogram`` bins about one float64 value
+per nanosecond (one counter array, so each increment waits on the last), about 5x a
+NumPy ``sum`` over the same float32 bytes; the rest of pass B costs about as much
+again.  See ``benchmarks/bench_stats.py``.
 
 Long tensors run their chunks on a few threads unless the machine is overloaded.
 Memory-mapped pages of tensors above ``RELEASE_BETWEEN_PASSES`` are released with
