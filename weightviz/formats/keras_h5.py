@@ -21,6 +21,7 @@ supplies the config a weights-only file lacks.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -97,7 +98,7 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
                          expected="a complete HDF5 file written by Keras") from None
     kw = dict(path=path, opener=opener, file_size=file_size, mmap_path=mmap_path, base_offset=base_offset)
     try:
-        with f:
+        with f, _released():
             kind = layout(f)
             if kind in ("full", "weights"):
                 ck = _read_legacy(f, kind, arch, kw)
@@ -117,6 +118,16 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
     if metadata:
         ck.metadata.update({k: v for k, v in metadata.items() if v is not None and k not in ck.metadata})
     return ck
+
+
+@contextlib.contextmanager
+def _released():
+    """The string-attribute worker lets go of the file once this reader call is done."""
+    try:
+        yield
+    finally:
+        from . import _h5_sandbox
+        _h5_sandbox.release()
 
 
 def _arch_option(architecture, path):
@@ -207,7 +218,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
     if kind == "full" and "model_config" in f.attrs:
         raw = kc.load_json(kc.text(sh.attr(f, "model_config", path=path)).encode(), what="model_config", path=path)
         arch = kc.normalise(raw, path=path, what="model_config",
-                            keras_version=_attr(f, "keras_version"), backend=_attr(f, "backend"))
+                            keras_version=_attr(f, "keras_version", path), backend=_attr(f, "backend", path))
     wroot_path = "model_weights" if kind == "full" else ""
     wroot = sh.safe_get(f, wroot_path, path=path) if wroot_path else f
     layer_names = _names_attr(wroot, "layer_names", path)
@@ -248,14 +259,14 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
                                                      what="training_config", path=path)
         except CorruptFileError:
             extras["training_config"] = None
-    kv = _attr(wroot, "keras_version") or _attr(f, "keras_version")
+    kv = _attr(wroot, "keras_version", path) or _attr(f, "keras_version", path)
     meta = _meta(arch, raw, "keras-h5-full" if kind == "full" else "keras-h5-weights", legacy_h5=True,
-                 keras_version=kv, backend=_attr(wroot, "backend") or _attr(f, "backend"))
+                 keras_version=kv, backend=_attr(wroot, "backend", path) or _attr(f, "backend", path))
     return Checkpoint(entries, "keras-h5", path, arch, meta, extras, groups)
 
 
-def _attr(obj, name):
-    return kc.text(sh.attr(obj, name, path="the HDF5 file")) if name in obj.attrs else None
+def _attr(obj, name, path):
+    return kc.text(sh.attr(obj, name, path=path)) if name in obj.attrs else None
 
 
 # --------------------------------------------------------------------------- .weights.h5

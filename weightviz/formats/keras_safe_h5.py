@@ -24,7 +24,8 @@ def corrupt(what: str, path, err: BaseException | None = None, **kw) -> CorruptF
 def attr(obj, name: str, *, path, default=None):
     """``obj.attrs[name]`` (``default`` when absent), read only after its stored type is checked:
     Keras writes strings and numbers, and libhdf5 crashes converting a damaged variable-length
-    type (a one-bit change found by fuzzing turns a string list into a 'sequence')."""
+    type (a one-bit change found by fuzzing turns a string list into a 'sequence').
+    Variable-length strings are read by ``_h5_sandbox`` in a child process."""
     from h5py import h5a, h5t
     try:
         if name not in obj.attrs:
@@ -36,6 +37,11 @@ def attr(obj, name: str, *, path, default=None):
         raise corrupt(f"the HDF5 attribute {name!r} has a {type(tid).__name__[4:-2] or 'strange'} type",
                       path, expected="strings or numbers, as Keras writes them",
                       fix="the file is damaged or was crafted; re-save the model")
+    if isinstance(tid, h5t.TypeStringID) and tid.is_variable_str():
+        # kept in the global heap, where a damaged size makes libhdf5 loop forever: read in
+        # a child process that can be stopped (numbers and fixed-length strings never go there)
+        from . import _h5_sandbox
+        return _h5_sandbox.read_attr(obj, name, path=path)
     try:
         return obj.attrs[name]
     except Exception as e:  # noqa: BLE001
@@ -88,7 +94,16 @@ def safe_get(group, relpath: str, *, path, cache: dict | None = None):
 
 
 def check_dataset(ds, where: str, *, path):
-    """Refuse external raw storage, virtual datasets and non-builtin filters."""
+    """Refuse external raw storage, virtual datasets and non-builtin filters; first of all
+    variable-length / reference types, whose fill value libhdf5 reads from the global heap
+    (where a damaged size makes it loop forever) as soon as the creation list is asked for."""
+    try:
+        dt = ds.dtype
+    except Exception as e:  # noqa: BLE001
+        raise corrupt(f"cannot read the type of dataset {where!r}", path, e) from None
+    if dt.hasobject:
+        raise corrupt(f"dataset {where!r} holds {dt} values, not numbers", path,
+                      expected="numeric weight arrays", fix="this is not a Keras weights dataset")
     try:
         external, virtual = ds.external, ds.is_virtual
         plist = ds.id.get_create_plist()

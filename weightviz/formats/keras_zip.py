@@ -15,6 +15,7 @@ import zipfile
 from ..checkpoint import Checkpoint
 from ..errors import CorruptFileError, UnsafeCheckpointError, WeightvizError, message
 from . import keras_common as kc
+from . import _h5_sandbox
 from . import keras_safe_h5 as sh
 from . import keras_h5, keras_json
 
@@ -165,7 +166,9 @@ def read(path, **options) -> Checkpoint:
 
                 def opener():
                     import h5py
-                    return h5py.File(_Window(path, start, length), "r")
+                    window = _Window(path, start, length)
+                    _h5_sandbox.register_fileobj(window, {"file": path, "offset": start, "length": length})
+                    return h5py.File(window, "r")
                 ck = keras_h5.read_store(opener, path, file_size=length, mmap_path=path, base_offset=start,
                                          architecture=arch, fmt="keras", metadata=meta)
             else:
@@ -176,7 +179,10 @@ def read(path, **options) -> Checkpoint:
 
                 def opener():
                     import h5py
-                    return h5py.File(io.BytesIO(data), "r")
+                    fileobj = io.BytesIO(data)
+                    _h5_sandbox.register_fileobj(fileobj, {"file": path, "member": info.filename,
+                                                           "size": info.file_size})
+                    return h5py.File(fileobj, "r")
                 ck = keras_h5.read_store(opener, path, file_size=len(data), architecture=arch,
                                          fmt="keras", metadata=meta)
     except WeightvizError:

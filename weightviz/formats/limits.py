@@ -36,6 +36,9 @@ HDF5_MAX_DEPTH = 64                    # group nesting followed
 HDF5_MAX_RATIO = 1100                  # declared / stored bytes of a compressed dataset
 HDF5_MAX_UNSTORED = 1 * MiB            # an uncompressed dataset may declare this much more than it stores
 KERAS_MAX_NAMES = 200_000              # entries of a layer_names / weight_names attribute
+HDF5_ATTRIBUTE_TIMEOUT_S = 5           # seconds to read one variable-length string attribute; they
+                                       # are read in a child process (libhdf5 can loop forever on a
+                                       # damaged global heap), killed past this
 
 # --- nesting and object counts (pickles, configs, object arrays) ---------------------
 WALK_MAX_DEPTH = 64                    # containers nested inside a torch checkpoint

@@ -1,0 +1,317 @@
+"""Variable-length string attributes of HDF5 files, read in a separate process.
+
+libhdf5 keeps variable-length strings in a "global heap"; one damaged object size there
+makes ``H5Aread`` loop forever (HDF5 2.0, found by fuzzing), and C code in our own process
+cannot be interrupted. So these attributes (and only these: numbers and fixed-length
+strings never touch the heap) are read by a small persistent worker process that imports
+only h5py/numpy/json. The parent waits ``HDF5_ATTRIBUTE_TIMEOUT_S`` seconds, kills a worker
+that does not answer (the next request starts a fresh one) and refuses that file from then
+on. Replies are one JSON line (never a pickle), bounded in size. Subprocess only (no fork):
+works in a notebook kernel and on every OS; the worker's output never reaches ours.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import weakref
+
+from ..errors import CorruptFileError, WeightvizError, message
+from .limits import HDF5_ATTRIBUTE_TIMEOUT_S, JSON_MAX_BYTES
+
+STARTUP_S = 60.0          # the worker's own start (imports), not counted in the attribute timeout
+REPLY_MAX = 6 * JSON_MAX_BYTES + 65536     # a JSON line of JSON_MAX_BYTES characters, escaped
+FIX = "the file is damaged or was crafted; re-save the model with the library that wrote it"
+
+WORKER_SOURCE = r'''
+import io, json, os, signal, sys, zipfile
+sys.path[:0] = json.loads(sys.argv[1])
+proto = os.fdopen(os.dup(1), "wb")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)          # nothing else may reach the protocol
+import numpy as np, h5py
+from h5py import h5a, h5l, h5t
+
+class Window(io.RawIOBase):
+    def __init__(self, path, start, size):
+        self.f, self.start, self.size, self.pos = open(path, "rb"), start, size, 0
+    def readable(self): return True
+    def seekable(self): return True
+    def tell(self): return self.pos
+    def seek(self, pos, whence=0):
+        self.pos = max(0, {0: 0, 1: self.pos, 2: self.size}[whence] + pos); return self.pos
+    def readinto(self, b):
+        n = max(0, min(len(b), self.size - self.pos))
+        self.f.seek(self.start + self.pos); data = self.f.read(n)
+        b[:len(data)] = data; self.pos += len(data); return len(data)
+
+cache = [None, None]
+def source(req):
+    p = req["file"]; st = os.stat(p)
+    key = (p, st.st_size, st.st_mtime_ns, st.st_ino, req.get("offset"), req.get("length"), req.get("member"))
+    if cache[0] != key:
+        close()
+        if req.get("member") is not None:
+            with zipfile.ZipFile(p) as z, z.open(req["member"]) as m:
+                data = m.read(req["size"] + 1)
+            if len(data) != req["size"]:
+                raise ValueError("the zip member changed")
+            f = h5py.File(io.BytesIO(data), "r")
+        elif req.get("offset") is not None:
+            f = h5py.File(Window(p, req["offset"], req["length"]), "r")
+        else:
+            f = h5py.File(p, "r", locking=False)
+        cache[:] = [key, f]
+    return cache[1]
+
+def close():
+    if cache[1] is not None:
+        cache[1].close()
+    cache[:] = [None, None]
+
+def enc(x):
+    if isinstance(x, str): return x
+    if isinstance(x, bytes): return {"bytes": x.hex()}
+    raise TypeError("a %s in a string attribute" % type(x).__name__)
+
+def read(req):
+    obj = source(req)
+    for comp in [c for c in req["obj"].split("/") if c]:
+        if obj.id.links.get_info(comp.encode("utf-8")).type != h5l.TYPE_HARD:
+            raise ValueError("%r is not a hard link" % comp)
+        obj = obj[comp]
+    tid = h5a.open(obj.id, req["name"].encode("utf-8")).get_type()
+    if not (isinstance(tid, h5t.TypeStringID) and tid.is_variable_str()):
+        raise TypeError("not a variable-length string attribute")
+    v = obj.attrs[req["name"]]
+    if isinstance(v, h5py.Empty):
+        return {"empty": True}
+    if not isinstance(v, np.ndarray):
+        if len(v) > req["max"]: raise ValueError("longer than %d characters" % req["max"])
+        return {"scalar": enc(v)}
+    flat = v.ravel().tolist()
+    if sum(len(x) for x in flat) > req["max"]: raise ValueError("longer than %d characters" % req["max"])
+    return {"shape": list(v.shape), "flat": [enc(x) for x in flat]}
+
+def send(obj):
+    proto.write(json.dumps(obj).encode("ascii") + b"\n"); proto.flush()
+
+send({"ready": True})
+for line in sys.stdin.buffer:
+    req = json.loads(line)
+    if req.get("op") == "close":
+        close(); send({"ok": None}); continue
+    if hasattr(signal, "alarm"):
+        signal.alarm(req["alarm"])     # orphaned while stuck in libhdf5: SIGALRM ends us
+    try:
+        out = {"ok": read(req)}
+    except BaseException as e:
+        out = {"error": ("%s: %s" % (type(e).__name__, e))[:300]}
+    if hasattr(signal, "alarm"):
+        signal.alarm(0)
+    send(out)
+'''
+
+_LOCK = threading.Lock()
+_WORKER: list = [None]
+_FAILED: dict = {}                     # file key -> message of the read that did not finish
+_FILEOBJS: dict[str, dict] = {}       # repr(file object) h5py opened -> where its bytes are
+
+
+class _Gone(Exception):
+    pass
+
+
+class _NoStart(Exception):
+    pass
+
+
+class _Worker:
+    def __init__(self):
+        import h5py
+        import numpy
+        paths = sorted({os.path.dirname(os.path.dirname(m.__file__)) for m in (h5py, numpy)})
+        self.pid, self.open_file = os.getpid(), False
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", WORKER_SOURCE, json.dumps(paths)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+        self.replies: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.replies), daemon=True).start()
+        try:
+            ok = self.reply(STARTUP_S) == {"ready": True}
+        except (TimeoutError, _Gone):
+            ok = False
+        if not ok:
+            self.stop()
+            raise _NoStart(f"it did not answer within {STARTUP_S:g} s of starting, or exited")
+
+    @staticmethod
+    def _pump(stream, replies):
+        try:
+            while True:
+                line = stream.readline(REPLY_MAX)
+                replies.put(line)
+                if not line.endswith(b"\n"):
+                    return
+        except Exception:  # noqa: BLE001 - the pipe closed under us
+            replies.put(b"")
+
+    def reply(self, timeout):
+        try:
+            line = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        if not line.endswith(b"\n"):
+            raise _Gone("it died" if not line else "its answer was too long")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise _Gone("its answer was not JSON") from None
+
+    def ask(self, req: dict, timeout: float) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(req).encode("ascii") + b"\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            raise _Gone("it died") from None
+        rep = self.reply(timeout)
+        if not isinstance(rep, dict) or not ({"ok", "error"} & set(rep)):
+            raise _Gone("its answer was not a reply")
+        return rep
+
+    def stop(self):
+        try:
+            self.proc.kill()
+            self.proc.wait(5)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        for s in (self.proc.stdin, self.proc.stdout):
+            try:
+                s.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _shutdown():
+    w, _WORKER[0] = _WORKER[0], None
+    if w is not None and w.pid == os.getpid():
+        w.stop()
+
+
+atexit.register(_shutdown)
+
+
+def register_fileobj(fileobj, where: dict) -> None:
+    """Tell the worker where the bytes of a file object handed to ``h5py.File`` live:
+    ``{"file", "offset", "length"}`` (a window of a file) or ``{"file", "member", "size"}``
+    (a zip member). h5py names such a file by ``repr(fileobj)``."""
+    key = repr(fileobj)
+    _FILEOBJS[key] = {k: (os.path.abspath(v) if k == "file" else v) for k, v in where.items()}
+    weakref.finalize(fileobj, _FILEOBJS.pop, key, None)
+
+
+def source_of(h5file) -> dict | None:
+    """Where the worker finds the bytes of an open ``h5py.File``, or None."""
+    if h5file.driver == "fileobj":
+        return _FILEOBJS.get(h5file.filename)
+    if h5file.driver in ("sec2", "windows", "stdio") and os.path.isfile(h5file.filename):
+        return {"file": os.path.abspath(h5file.filename)}
+    return None
+
+
+def release() -> None:
+    """Close the file the worker keeps open (end of one reader call): nothing stays held."""
+    with _LOCK:
+        w = _WORKER[0]
+        if w is not None and w.open_file and w.pid == os.getpid():
+            try:
+                w.ask({"op": "close"}, HDF5_ATTRIBUTE_TIMEOUT_S)
+                w.open_file = False
+            except BaseException as e:
+                _WORKER[0] = None
+                w.stop()
+                if not isinstance(e, Exception):
+                    raise
+
+
+def read_attr(obj, name: str, *, path, timeout: float | None = None):
+    """``obj.attrs[name]`` for a variable-length string attribute, read by the worker:
+    a ``str``, an object ndarray of ``str`` (as h5py returns them) or ``h5py.Empty``."""
+    import h5py
+    import numpy as np
+    timeout = HDF5_ATTRIBUTE_TIMEOUT_S if timeout is None else timeout
+    where = f"the HDF5 attribute {name!r} of {obj.name!r}"
+    src = source_of(obj.file)
+    if src is None:
+        raise WeightvizError(message(f"cannot read {where} in {path} in a separate process",
+                                     expected="an HDF5 file on disk or inside a .keras archive",
+                                     fix="save the file to disk and open it by its path"))
+    try:
+        st = os.stat(src["file"])
+    except OSError as e:
+        raise CorruptFileError(message(f"cannot read {where} in {path}", got=str(e)[:200])) from None
+    fkey = (json.dumps(src, sort_keys=True), st.st_size, st.st_mtime_ns, st.st_ino)
+    if fkey in _FAILED:
+        raise CorruptFileError(_FAILED[fkey])
+    req = dict(src, obj=obj.name, name=name, max=JSON_MAX_BYTES, alarm=int(timeout) + 10)
+    with _LOCK:
+        w = _WORKER[0]
+        try:
+            if w is None or w.pid != os.getpid():
+                w = _WORKER[0] = _Worker()
+            w.open_file = True
+            rep = w.ask(req, timeout)
+        except BaseException as e:    # timeout, death, garbage, Ctrl-C: the worker's state is unknown
+            _WORKER[0] = None
+            if w is not None:
+                w.stop()
+            if isinstance(e, TimeoutError):
+                msg = message(f"libhdf5 did not finish reading {where} in {path} within {timeout:g} s "
+                              "(a damaged global heap of strings makes it loop forever)",
+                              expected="a string attribute that reads in well under a second", fix=FIX,
+                              got=f"no answer after {timeout:g} s; the reading process was stopped")
+                _FAILED[fkey] = msg + " (not tried again for this file)"
+                while len(_FAILED) > 256:
+                    _FAILED.pop(next(iter(_FAILED)))
+                raise CorruptFileError(msg) from None
+            if isinstance(e, _Gone):
+                raise CorruptFileError(message(f"the process reading {where} in {path} failed: {e}",
+                                               expected="a string attribute", fix=FIX)) from None
+            if isinstance(e, (OSError, _NoStart)):
+                raise WeightvizError(message(
+                    f"cannot start the process that reads {where} in {path}",
+                    expected=f"{sys.executable!r} -I to start and import h5py",
+                    fix="weightviz reads HDF5 string attributes in a child Python process; "
+                        "run it from a normal Python installation", got=f"{type(e).__name__}: {e}"[:200])) from None
+            raise
+    if "error" in rep:
+        raise CorruptFileError(message(f"cannot read {where} in {path}", got=str(rep["error"])[:300],
+                                       fix="check that the file is complete (re-download or re-save it)"))
+    try:
+        return _decode(rep["ok"], h5py, np)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise CorruptFileError(message(f"the process reading {where} in {path} gave a malformed answer",
+                                       expected="strings", fix=FIX)) from None
+
+
+def _decode(v, h5py, np):
+    def one(x):
+        if isinstance(x, str):
+            return x
+        if isinstance(x, dict) and set(x) == {"bytes"}:
+            return bytes.fromhex(x["bytes"])
+        raise TypeError("not a string")
+    if v.get("empty") is True:
+        return h5py.Empty(np.dtype("O"))
+    if "scalar" in v:
+        return one(v["scalar"])
+    shape, flat = v["shape"], v["flat"]
+    if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape) and isinstance(flat, list)):
+        raise TypeError("bad shape")
+    arr = np.empty(len(flat), dtype=object)
+    arr[:] = [one(x) for x in flat]
+    return arr.reshape(shape)
