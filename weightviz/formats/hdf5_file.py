@@ -105,13 +105,18 @@ def _dataset_entry(path, name, dsid, size):
     """A TensorEntry, or a string saying why the dataset is not listed (low-level h5py:
     one creation property list per dataset, no high-level objects: 2x faster listing)."""
     from h5py import h5d, h5s
+    dt = dsid.get_type().dtype
+    if dt.hasobject:
+        # variable-length strings / sequences and references: nothing to plot, and their fill
+        # value sits in the global heap, where a damaged size makes libhdf5 loop forever
+        # (even H5Dget_create_plist converts it), so nothing more of them is touched
+        return f"dtype {dt} is not numeric"
     dcpl = dsid.get_create_plist()
     layout = dcpl.get_layout()
     if layout == h5d.VIRTUAL:
         raise _unsafe(path, name, "is a virtual dataset")
     if dcpl.get_external_count() > 0:
         raise _unsafe(path, name, "keeps its data in external files")
-    dt = dsid.get_type().dtype
     canon = dtypes.from_numpy(dt)
     if canon not in dtypes.ITEMSIZE_BITS or dt.fields is not None or dt.subdtype is not None:
         return f"dtype {dt} is not numeric"
