@@ -265,6 +265,11 @@ def read_attr(obj, name: str, *, path, timeout: float | None = None):
                 w = _WORKER[0] = _Worker()
             w.open_file = True
             rep = w.ask(req, timeout)
+            if "error" not in rep:
+                try:
+                    value = _decode(rep["ok"], h5py, np)
+                except (TypeError, ValueError, KeyError, AttributeError):
+                    raise _Gone("its answer was malformed") from None
         except BaseException as e:    # timeout, death, garbage, Ctrl-C: the worker's state is unknown
             _WORKER[0] = None
             if w is not None:
@@ -291,11 +296,7 @@ def read_attr(obj, name: str, *, path, timeout: float | None = None):
     if "error" in rep:
         raise CorruptFileError(message(f"cannot read {where} in {path}", got=str(rep["error"])[:300],
                                        fix="check that the file is complete (re-download or re-save it)"))
-    try:
-        return _decode(rep["ok"], h5py, np)
-    except (TypeError, ValueError, KeyError, AttributeError):
-        raise CorruptFileError(message(f"the process reading {where} in {path} gave a malformed answer",
-                                       expected="strings", fix=FIX)) from None
+    return value
 
 
 def _decode(v, h5py, np):

@@ -1,0 +1,275 @@
+"""HDF5 variable-length string attributes are read by a child process (formats/_h5_sandbox.py):
+same values as h5py's own, never read in-process, a worker that hangs in libhdf5 (a damaged
+global heap) is stopped and the file refused, a dead or babbling worker is a clear error, and
+nothing of the worker reaches our stdout/stderr."""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from h5py import h5a, h5t
+
+import weightviz as wv
+from weightviz.errors import CorruptFileError
+from weightviz.formats import _h5_sandbox as sb
+from weightviz.formats import keras_safe_h5 as sh
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests" / "fixtures"
+KERAS_H5 = sorted(glob.glob(str(FIX / "keras_io" / "*.h5"))) + [str(FIX / "keras_models" / "mha.weights.h5")]
+
+
+def _vlen_attrs(f):
+    objs = [f]
+    f.visititems(lambda _, o: objs.append(o))
+    for o in objs:
+        for k in o.attrs:
+            tid = h5a.open(o.id, k.encode()).get_type()
+            if isinstance(tid, h5t.TypeStringID) and tid.is_variable_str():
+                yield o, k
+
+
+def _same(a, b):
+    assert type(a) is type(b)
+    if isinstance(a, np.ndarray):
+        assert (a.dtype, a.shape) == (b.dtype, b.shape)
+        assert [type(x) for x in a.ravel()] == [type(x) for x in b.ravel()]
+        assert a.tolist() == b.tolist()
+    elif isinstance(a, h5py.Empty):
+        assert a.dtype == b.dtype
+    else:
+        assert a == b
+
+
+@pytest.fixture
+def fresh():
+    """A clean worker before and after (tests below swap the worker's source)."""
+    sb._shutdown()
+    yield
+    sb._shutdown()
+
+
+def _heap_damaged(tmp_path):
+    from tests.hostile.cases_size import h5_heap_size
+    h5_heap_size(tmp_path)
+    return tmp_path / "model.h5"
+
+
+@pytest.mark.parametrize("path", KERAS_H5, ids=[os.path.basename(p) for p in KERAS_H5])
+def test_values_equal_h5py_on_real_keras_files(path):
+    with h5py.File(path, "r") as f:
+        for o, k in _vlen_attrs(f):        # Keras writes its strings variable-length
+            _same(o.attrs[k], sh.attr(o, k, path=path))
+    sb.release()
+
+
+def test_values_equal_h5py_for_odd_strings(tmp_path):
+    p = tmp_path / "odd.h5"
+    with h5py.File(p, "w") as f:
+        g = f.create_group("grüppe/ü")
+        for o in (f, g):
+            o.attrs.create("uni", data="héllo wörld ✓ 🙂", dtype=h5py.string_dtype())
+            o.attrs.create("ascii", data=["a", "bc", ""], dtype=h5py.string_dtype("ascii"))
+            o.attrs.create("grid", data=np.array([["a", "b"], ["c", "d"]], dtype=object), dtype=h5py.string_dtype())
+            o.attrs.create("none", data=np.array([], dtype=object), dtype=h5py.string_dtype())
+            o.attrs.create("empty", data=h5py.Empty(h5py.string_dtype()))
+            o.attrs.create("badutf8", data=b"\xff\xfeabc", dtype=h5py.string_dtype())
+            o.attrs.create("näme", data="x" * 100_000, dtype=h5py.string_dtype())
+    with h5py.File(p, "r") as f:
+        pairs = list(_vlen_attrs(f))
+        assert len(pairs) == 14
+        for o, k in pairs:
+            _same(o.attrs[k], sb.read_attr(o, k, path=str(p)))
+    sb.release()
+
+
+def test_keras_readers_never_read_vlen_strings_in_process(monkeypatch):
+    """Every vlen attribute goes to the worker: the parent's h5py never converts one."""
+    real, seen, sent = h5py.AttributeManager.__getitem__, [], []
+
+    def guarded(self, name):
+        tid = h5a.open(self._id, name.encode()).get_type()
+        if isinstance(tid, h5t.TypeStringID) and tid.is_variable_str():
+            seen.append(name)
+        return real(self, name)
+    read = sb.read_attr
+    monkeypatch.setattr(h5py.AttributeManager, "__getitem__", guarded)
+    monkeypatch.setattr(sb, "read_attr", lambda *a, **k: sent.append(a[1]) or read(*a, **k))
+    for p in KERAS_H5 + [str(FIX / "keras_io" / "k3_model.keras")]:
+        assert len(wv.open(p)) > 0
+    assert seen == []
+    assert {"name", "layer_names", "weight_names"} <= set(sent)
+
+
+def test_worker_lets_go_of_the_file_after_each_read():
+    wv.open(str(FIX / "keras_io" / "k3_model.weights.h5"))
+    w = sb._WORKER[0]
+    assert w is not None and w.open_file is False
+    fd_dir = f"/proc/{w.proc.pid}/fd"
+    if os.path.isdir(fd_dir):
+        targets = [os.readlink(os.path.join(fd_dir, n)) for n in os.listdir(fd_dir)]
+        assert not [t for t in targets if t.endswith(".h5")]
+
+
+def test_a_global_heap_that_hangs_libhdf5_is_stopped_and_refused(tmp_path, monkeypatch):
+    bad = _heap_damaged(tmp_path)
+    good = str(FIX / "keras_io" / "k2_model.h5")
+    wv.open(good)
+    before = sb._WORKER[0]
+    monkeypatch.setattr(sb, "HDF5_ATTRIBUTE_TIMEOUT_S", 1)
+    with pytest.raises(CorruptFileError, match=r"libhdf5 did not finish reading the HDF5 attribute "
+                                               r"'weight_names' of '/dense' in .*model\.h5 within 1 s"):
+        wv.open(str(bad))
+    assert before.proc.wait(5) is not None          # killed, not left spinning
+    assert sb._WORKER[0] is None
+    with pytest.raises(CorruptFileError, match="not tried again"):   # at once, no second hang
+        wv.open(str(bad))
+    assert sb._WORKER[0] is None
+    assert len(wv.open(good)) > 0                   # a fresh worker
+    assert sb._WORKER[0] is not None and sb._WORKER[0].proc.pid != before.proc.pid
+
+
+FAKES = {   # worker sources standing in for the real one: (source, expected message)
+    "dies": ("import sys; print('{\"ready\": true}', flush=True); sys.stdin.readline(); sys.exit(3)",
+             r"failed: it died"),
+    "garbage": ("import sys; print('{\"ready\": true}', flush=True); sys.stdin.readline(); "
+                "print('\\x80 not json', flush=True); sys.stdin.readline()", r"failed: its answer was not JSON"),
+    "wrong": ("import sys; print('{\"ready\": true}', flush=True); sys.stdin.readline(); "
+              "print('[1, 2]', flush=True); sys.stdin.readline()", r"failed: its answer was not a reply"),
+    "malformed": ("import sys; print('{\"ready\": true}', flush=True); sys.stdin.readline(); "
+                  "print('{\"ok\": {\"shape\": [3], \"flat\": [1]}}', flush=True); sys.stdin.readline()",
+                  r"failed: its answer was malformed"),
+    "huge": ("import sys; print('{\"ready\": true}', flush=True); sys.stdin.readline(); "
+             "print('{\"ok\": {\"scalar\": \"' + 'x' * 5000 + '\"}}', flush=True); sys.stdin.readline()",
+             r"failed: its answer was too long"),
+    "sleeps": ("import sys, time; print('{\"ready\": true}', flush=True); sys.stdin.readline(); time.sleep(60)",
+               r"did not finish .* within 0\.5 s"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FAKES))
+def test_a_bad_worker_is_a_clear_error_and_is_replaced(kind, fresh, monkeypatch, tmp_path):
+    src, want = FAKES[kind]
+    for name in ("a.h5", "b.h5"):
+        with h5py.File(tmp_path / name, "w") as f:
+            f.attrs.create("s", data="hello", dtype=h5py.string_dtype())
+    a, b = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
+    monkeypatch.setattr(sb, "WORKER_SOURCE", src)
+    monkeypatch.setattr(sb, "REPLY_MAX", 4096)
+    with h5py.File(a, "r") as f:
+        with pytest.raises(CorruptFileError, match=want):
+            sb.read_attr(f, "s", path=a, timeout=0.5)
+    fake = sb._WORKER[0]
+    assert fake is None                             # dropped (and killed): the next read starts afresh
+    monkeypatch.undo()
+    with h5py.File(b, "r") as f:
+        assert sb.read_attr(f, "s", path=b) == "hello"
+
+
+def test_a_worker_that_cannot_start_is_a_weightviz_error(fresh, monkeypatch, tmp_path):
+    p = tmp_path / "a.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs.create("s", data="hello", dtype=h5py.string_dtype())
+    monkeypatch.setattr(sb, "WORKER_SOURCE", "raise SystemExit(1)")
+    with h5py.File(p, "r") as f:
+        with pytest.raises(wv.WeightvizError, match="cannot start the process") as e:
+            sb.read_attr(f, "s", path=str(p))
+    assert not isinstance(e.value, CorruptFileError)
+
+
+def test_reads_from_many_threads_agree():
+    path = str(FIX / "keras_io" / "k3_legacy.h5")
+    with h5py.File(path, "r") as f:
+        want = {k: f.attrs[k] for o, k in _vlen_attrs(f) if o.name == "/"}
+    assert {"model_config", "keras_version", "backend"} <= set(want)
+    errors: list = []
+
+    def work():
+        try:
+            for _ in range(20):
+                with h5py.File(path, "r") as f:
+                    for k, v in want.items():
+                        _same(v, sb.read_attr(f, k, path=path))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+CHILD = """
+import weightviz as wv
+from weightviz.formats import _h5_sandbox as sb
+sb.HDF5_ATTRIBUTE_TIMEOUT_S = 1
+for p in {paths!r}:
+    try:
+        wv.open(p)
+    except wv.WeightvizError as e:
+        assert "did not finish" in str(e) or "holds object values" in str(e), e
+"""
+
+
+def _vlen_fill_damaged(d: Path):
+    """An HDF5 file whose vlen-string dataset has a fill value in a damaged global heap:
+    libhdf5 loops forever as soon as the dataset's creation property list is asked for."""
+    import struct
+    for name, keras in (("plain.h5", False), ("keras.h5", True)):
+        p = d / name
+        with h5py.File(p, "w") as f:
+            g = f.create_group("dense") if keras else f
+            if keras:
+                f.attrs["layer_names"] = np.array([b"dense"])
+                g.attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/s:0"])
+            g.create_dataset("dense/kernel:0", data=np.ones((2, 2), "f4"))
+            g.create_dataset("dense/s:0", shape=(3,), dtype=h5py.string_dtype("ascii"),
+                             fillvalue=b"a fill value long enough")
+            g.create_dataset("t", data=["aaa", "bbb"], dtype=h5py.string_dtype("ascii"))
+        b = bytearray(p.read_bytes())
+        o = b.index(b"GCOL") + 16
+        o += 16 + (struct.unpack("<Q", b[o + 8:o + 16])[0] + 7) // 8 * 8
+        b[o + 9] ^= 4
+        p.write_bytes(bytes(b))
+    return d / "plain.h5", d / "keras.h5"
+
+
+def test_nothing_hangs_or_prints_in_a_fresh_process(tmp_path):
+    """Real Keras files, the damaged heap behind an attribute and behind a dataset's fill value:
+    every open ends quickly (no hang) and the worker writes nothing to our stdout/stderr."""
+    (tmp_path / "heap").mkdir()
+    plain, keras = _vlen_fill_damaged(tmp_path)
+    paths = KERAS_H5[:3] + [str(FIX / "keras_io" / "k3_model.keras"), str(_heap_damaged(tmp_path / "heap")),
+                            str(plain), str(keras)]
+    r = subprocess.run([sys.executable, "-c", CHILD.format(paths=paths)], capture_output=True, timeout=60,
+                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+
+
+def test_vlen_datasets_are_skipped_by_the_plain_hdf5_reader(tmp_path):
+    plain, keras = _vlen_fill_damaged(tmp_path)
+    ck = wv.open(str(plain), format="hdf5")
+    assert list(ck) == ["dense/kernel:0"]
+    assert set(ck.extras["skipped_datasets"]) == {"dense/s:0", "t"}
+    with pytest.raises(CorruptFileError, match="holds object values"):
+        wv.open(str(keras))
+
+
+def test_a_deflated_keras_archive_is_read_by_member(tmp_path):
+    src = FIX / "keras_io" / "k3_model.keras"
+    dst = tmp_path / "deflated.keras"
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as out:
+        for n in z.namelist():
+            out.writestr(n, z.read(n))
+    a, b = wv.open(str(src)), wv.open(str(dst))
+    assert list(a) == list(b) and a.groups == b.groups
+    assert any("/" in n for n in a)
