@@ -273,3 +273,23 @@ def test_a_deflated_keras_archive_is_read_by_member(tmp_path):
     a, b = wv.open(str(src)), wv.open(str(dst))
     assert list(a) == list(b) and a.groups == b.groups
     assert any("/" in n for n in a)
+
+
+def test_prefetch_reads_many_objects_in_one_round_trip(tmp_path, monkeypatch):
+    p = tmp_path / "many.h5"
+    with h5py.File(p, "w") as f:
+        for i in range(5):
+            f.create_group(f"g{i}").attrs.create("name", data=f"layer ü{i}", dtype=h5py.string_dtype())
+        f.create_group("fixed").attrs["name"] = np.bytes_(b"fixed")       # not vlen: read in-process
+        f.create_group("none")                                            # no such attribute
+    asks = []
+    real = sb._Worker.ask
+    monkeypatch.setattr(sb._Worker, "ask", lambda self, req, t: asks.append(req.get("objs")) or real(self, req, t))
+    with h5py.File(p, "r") as f:
+        objs = [f[k] for k in ("g0", "fixed", "g1", "none", "g2", "g3", "g4")]
+        sh.prefetch(objs, "name", path=str(p))
+        assert asks == [["/g0", "/fixed", "/g1", "/g2", "/g3", "/g4"]]    # the worker declines /fixed
+        got = [sh.attr(o, "name", path=str(p)) for o in objs]
+        assert got == ["layer ü0", np.bytes_(b"fixed"), "layer ü1", None, "layer ü2", "layer ü3", "layer ü4"]
+        assert len(asks) == 1                     # every later read came from the batch
+    sb.release()

@@ -79,8 +79,20 @@ def enc(x):
     raise TypeError("a %s in a string attribute" % type(x).__name__)
 
 def read(req):
+    out, left = [], req["max"]
+    for path in req["objs"]:
+        try:
+            v = read_one(req, path, left)
+        except Exception as e:
+            v = {"error": ("%s: %s" % (type(e).__name__, e))[:300]}
+        left -= sum(len(x) if isinstance(x, str) else len(x["bytes"]) // 2
+                    for x in v.get("flat", [v.get("scalar", "")]))
+        out.append(v)
+    return out
+
+def read_one(req, path, left):
     obj, where = source(req), ""
-    for comp in [c for c in req["obj"].split("/") if c]:
+    for comp in [c for c in path.split("/") if c]:
         where += "/" + comp
         if where not in objs:
             if obj.id.links.get_info(comp.encode("utf-8")).type != h5l.TYPE_HARD:
@@ -94,10 +106,10 @@ def read(req):
     if isinstance(v, h5py.Empty):
         return {"empty": True}
     if not isinstance(v, np.ndarray):
-        if len(v) > req["max"]: raise ValueError("longer than %d characters" % req["max"])
+        if len(v) > left: raise ValueError("longer than %d characters" % req["max"])
         return {"scalar": enc(v)}
     flat = v.ravel().tolist()
-    if sum(len(x) for x in flat) > req["max"]: raise ValueError("longer than %d characters" % req["max"])
+    if sum(len(x) for x in flat) > left: raise ValueError("longer than %d characters" % req["max"])
     return {"shape": list(v.shape), "flat": [enc(x) for x in flat]}
 
 def send(obj):
@@ -243,9 +255,11 @@ def release() -> None:
                     raise
 
 
-def read_attr(obj, name: str, *, path, timeout: float | None = None):
+def read_attr(obj, name: str, *, path, timeout: float | None = None, also=()):
     """``obj.attrs[name]`` for a variable-length string attribute, read by the worker:
-    a ``str``, an object ndarray of ``str`` (as h5py returns them) or ``h5py.Empty``."""
+    a ``str``, an object ndarray of ``str`` (as h5py returns them) or ``h5py.Empty``.
+    ``also``: more objects of the same file whose ``name`` attribute the reader will ask for
+    next, read in the same round trip (up to 1,000) and kept for this reader call."""
     import h5py
     import numpy as np
     timeout = HDF5_ATTRIBUTE_TIMEOUT_S if timeout is None else timeout
@@ -266,7 +280,9 @@ def read_attr(obj, name: str, *, path, timeout: float | None = None):
     if mkey in _MEMO:
         v = _MEMO[mkey]
         return v.copy() if isinstance(v, np.ndarray) else v
-    req = dict(src, obj=obj.name, name=name, max=JSON_MAX_BYTES, alarm=int(timeout) + 10)
+    objs = [obj.name] + [n for n in dict.fromkeys(o.name for o in list(also)[:999])
+                         if (fkey, n, name) not in _MEMO and n != obj.name]
+    req = dict(src, objs=objs, name=name, max=JSON_MAX_BYTES, alarm=int(timeout) + 10)
     with _LOCK:
         w = _WORKER[0]
         try:
@@ -276,7 +292,9 @@ def read_attr(obj, name: str, *, path, timeout: float | None = None):
             rep = w.ask(req, timeout)
             if "error" not in rep:
                 try:
-                    value = _decode(rep["ok"], h5py, np)
+                    if len(rep["ok"]) != len(objs):
+                        raise ValueError("not one answer per object")
+                    values = [None if "error" in v else _decode(v, h5py, np) for v in rep["ok"]]
                 except (TypeError, ValueError, KeyError, AttributeError):
                     raise _Gone("its answer was malformed") from None
         except BaseException as e:    # timeout, death, garbage, Ctrl-C: the worker's state is unknown
@@ -302,12 +320,14 @@ def read_attr(obj, name: str, *, path, timeout: float | None = None):
                     fix="weightviz reads HDF5 string attributes in a child Python process; "
                         "run it from a normal Python installation", got=f"{type(e).__name__}: {e}"[:200])) from None
             raise
-    if "error" in rep:
-        raise CorruptFileError(message(f"cannot read {where} in {path}", got=str(rep["error"])[:300],
+    if "error" in rep or "error" in rep["ok"][0]:
+        why = rep.get("error") or rep["ok"][0]["error"]
+        raise CorruptFileError(message(f"cannot read {where} in {path}", got=str(why)[:300],
                                        fix="check that the file is complete (re-download or re-save it)"))
-    if len(_MEMO) < 100_000:
-        _MEMO[mkey] = value.copy() if isinstance(value, np.ndarray) else value
-    return value
+    for n, v in zip(objs, values):
+        if v is not None and len(_MEMO) < 100_000:
+            _MEMO[(fkey, n, name)] = v.copy() if isinstance(v, np.ndarray) else v
+    return values[0]
 
 
 def _decode(v, h5py, np):

@@ -224,10 +224,12 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
     layer_names = _names_attr(wroot, "layer_names", path)
     entries_by_name = {kc.entry_name(e): e for e in kc.layer_entries(arch)} if arch else {}
     entries, groups, cache = {}, {}, {}
+    layer_groups = {layer: sh.safe_get(wroot, layer, path=path) for layer in layer_names}
+    sh.prefetch(layer_groups.values(), "weight_names", path=path)
     for layer in layer_names + ["top_level_model_weights"]:
         if layer == "top_level_model_weights" and wroot.get(layer, getlink=True) is None:
             continue
-        g = sh.safe_get(wroot, layer, path=path)
+        g = layer_groups.get(layer) or sh.safe_get(wroot, layer, path=path)
         names, dsets = [], {}
         for w in _names_attr(g, "weight_names", path):
             n = tensor_name(layer, w)
@@ -334,6 +336,8 @@ class _Walk:
     def layer_list(self, lg, entries):
         """(group, config entry, real name) for a ``layers`` group, in model.layers order."""
         groups = sh.children(lg, self.path)
+        sh.prefetch([sh.safe_get(lg[k], "vars", path=self.path) for k in groups
+                     if lg[k].get("vars", getlink=True) is not None], "name", path=self.path)
         by_real = {}
         for k in groups:
             r = sh.real_name(lg[k], self.path)

@@ -21,11 +21,12 @@ def corrupt(what: str, path, err: BaseException | None = None, **kw) -> CorruptF
     return CorruptFileError(message(f"{what} in {path}", got=got, **kw))
 
 
-def attr(obj, name: str, *, path, default=None):
+def attr(obj, name: str, *, path, default=None, also=()):
     """``obj.attrs[name]`` (``default`` when absent), read only after its stored type is checked:
     Keras writes strings and numbers, and libhdf5 crashes converting a damaged variable-length
     type (a one-bit change found by fuzzing turns a string list into a 'sequence').
-    Variable-length strings are read by ``_h5_sandbox`` in a child process."""
+    Variable-length strings are read by ``_h5_sandbox`` in a child process (``also``: more
+    objects whose ``name`` attribute is read in the same round trip, see ``prefetch``)."""
     from h5py import h5a, h5t
     try:
         if name not in obj.attrs:
@@ -41,11 +42,19 @@ def attr(obj, name: str, *, path, default=None):
         # kept in the global heap, where a damaged size makes libhdf5 loop forever: read in
         # a child process that can be stopped (numbers and fixed-length strings never go there)
         from . import _h5_sandbox
-        return _h5_sandbox.read_attr(obj, name, path=path)
+        return _h5_sandbox.read_attr(obj, name, path=path, also=also)
     try:
         return obj.attrs[name]
     except Exception as e:  # noqa: BLE001
         raise corrupt(f"cannot read the HDF5 attribute {name!r}", path, e) from None
+
+
+def prefetch(objs, name: str, *, path) -> None:
+    """Read attribute ``name`` of many objects ahead, 1,000 per round trip to the string
+    worker (a Keras file has one per layer); ``attr`` then finds them read."""
+    objs = [o for o in objs if name in o.attrs]
+    for i in range(0, len(objs), 1000):
+        attr(objs[i], name, path=path, also=objs[i + 1:i + 1000])
 
 
 def safe_get(group, relpath: str, *, path, cache: dict | None = None):
