@@ -175,7 +175,7 @@ def test_outside_traps_are_real(tmp_path):
 
 def test_limits_live_in_one_place():
     """The readers take their limits from weightviz/formats/limits.py (documented in the README)."""
-    from weightviz.formats import (_unpickle, _unwrap, _zip, hdf5_file, keras_common, keras_h5,
+    from weightviz.formats import (_h5_sandbox, _unpickle, _unwrap, _zip, hdf5_file, keras_common,
                                    keras_safe_h5, keras_zip, limits, numpy_file, safetensors_file,
                                    sniff, torch_file)
     pairs = [(sniff.SAFETENSORS_MAX_HEADER, limits.SAFETENSORS_MAX_HEADER),
@@ -188,8 +188,9 @@ def test_limits_live_in_one_place():
              (numpy_file.MAX_PICKLE, limits.PICKLE_MAX_BYTES), (hdf5_file.MAX_OBJECTS, limits.HDF5_MAX_OBJECTS),
              (hdf5_file.MAX_DEPTH, limits.HDF5_MAX_DEPTH), (hdf5_file.MAX_RATIO, limits.HDF5_MAX_RATIO),
              (keras_common.MAX_JSON_BYTES, limits.JSON_MAX_BYTES), (keras_common.MAX_NODES, limits.CONFIG_MAX_NODES),
-             (keras_h5.MAX_NAMES, limits.KERAS_MAX_NAMES), (keras_safe_h5.MAX_NODES, limits.HDF5_MAX_OBJECTS),
-             (keras_safe_h5.MAX_DEPTH, limits.HDF5_MAX_DEPTH)]
+             (keras_safe_h5.MAX_NAMES, limits.KERAS_MAX_NAMES), (keras_safe_h5.MAX_NODES, limits.HDF5_MAX_OBJECTS),
+             (keras_safe_h5.MAX_DEPTH, limits.HDF5_MAX_DEPTH),
+             (_h5_sandbox.HDF5_ATTRIBUTE_TIMEOUT_S, limits.HDF5_ATTRIBUTE_TIMEOUT_S)]
     assert all(a == b for a, b in pairs)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "## Safety: what weightviz refuses and why" in readme and "weightviz/formats/limits.py" in readme

@@ -12,6 +12,7 @@ works in a notebook kernel and on every OS; the worker's output never reaches ou
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -253,6 +254,15 @@ def release() -> None:
                 w.stop()
                 if not isinstance(e, Exception):
                     raise
+
+
+@contextlib.contextmanager
+def reading():
+    """One reader call: at its end the worker lets go of the file and the memo is dropped."""
+    try:
+        yield
+    finally:
+        release()
 
 
 def read_attr(obj, name: str, *, path, timeout: float | None = None, also=()):

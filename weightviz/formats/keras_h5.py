@@ -21,17 +21,16 @@ supplies the config a weights-only file lacks.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 
 from ..checkpoint import Checkpoint
 from ..errors import CorruptFileError, WeightvizError, message
+from . import _h5_sandbox
 from . import keras_common as kc
 from . import keras_safe_h5 as sh
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-from .limits import KERAS_MAX_NAMES as MAX_NAMES  # noqa: E402
 V3_ROOTS = ("layers", "_layer_checkpoint_dependencies")
 
 
@@ -98,7 +97,7 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
                          expected="a complete HDF5 file written by Keras") from None
     kw = dict(path=path, opener=opener, file_size=file_size, mmap_path=mmap_path, base_offset=base_offset)
     try:
-        with f, _released():
+        with f, _h5_sandbox.reading():
             kind = layout(f)
             if kind in ("full", "weights"):
                 ck = _read_legacy(f, kind, arch, kw)
@@ -118,16 +117,6 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
     if metadata:
         ck.metadata.update({k: v for k, v in metadata.items() if v is not None and k not in ck.metadata})
     return ck
-
-
-@contextlib.contextmanager
-def _released():
-    """The string-attribute worker lets go of the file once this reader call is done."""
-    try:
-        yield
-    finally:
-        from . import _h5_sandbox
-        _h5_sandbox.release()
 
 
 def _arch_option(architecture, path):
@@ -159,22 +148,6 @@ def _meta(arch, raw, kind, *, legacy_h5=False, keras_version=None, backend=None)
 
 
 # --------------------------------------------------------------------------- legacy .h5
-
-def _names_attr(group, name, path) -> list[str]:
-    attrs = group.attrs
-    if name in attrs:
-        vals = sh.attr(group, name, path=path)
-    else:
-        vals, i = [], 0
-        while f"{name}{i}" in attrs and i < 10_000:
-            vals.extend(list(sh.attr(group, f"{name}{i}", path=path)))
-            i += 1
-    vals = vals.tolist() if hasattr(vals, "tolist") else vals
-    out = [kc.text(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals])]
-    if len(out) > MAX_NAMES:
-        raise sh.corrupt(f"the {name} attribute lists {len(out)} entries", path, expected=f"at most {MAX_NAMES}")
-    return out
-
 
 def tensor_name(group: str, weight: str) -> str:
     w = re.sub(r":\d+$", "", weight)
@@ -221,7 +194,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
                             keras_version=_attr(f, "keras_version", path), backend=_attr(f, "backend", path))
     wroot_path = "model_weights" if kind == "full" else ""
     wroot = sh.safe_get(f, wroot_path, path=path) if wroot_path else f
-    layer_names = _names_attr(wroot, "layer_names", path)
+    layer_names = sh.names_attr(wroot, "layer_names", path)
     entries_by_name = {kc.entry_name(e): e for e in kc.layer_entries(arch)} if arch else {}
     entries, groups, cache = {}, {}, {}
     layer_groups = {layer: sh.safe_get(wroot, layer, path=path) for layer in layer_names}
@@ -231,7 +204,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
             continue
         g = layer_groups.get(layer) or sh.safe_get(wroot, layer, path=path)
         names, dsets = [], {}
-        for w in _names_attr(g, "weight_names", path):
+        for w in sh.names_attr(g, "weight_names", path):
             n = tensor_name(layer, w)
             if n in entries or n in dsets:
                 n = f"{layer}/{w}"
@@ -251,7 +224,7 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
     if kind == "full" and f.get("optimizer_weights", getlink=True) is not None:
         og = sh.safe_get(f, "optimizer_weights", path=path)
         extras["optimizer"] = {}
-        for w in _names_attr(og, "weight_names", path):
+        for w in sh.names_attr(og, "weight_names", path):
             where = f"optimizer_weights/{w}"
             n = re.sub(r":\d+$", "", w)
             extras["optimizer"][n] = sh.dataset_entry(n, sh.safe_get(f, where, path=path), where, **kw)

@@ -11,6 +11,7 @@ from ..errors import CorruptFileError, UnsafeCheckpointError, message
 from .keras_common import text
 
 from .limits import HDF5_MAX_DEPTH as MAX_DEPTH, HDF5_MAX_OBJECTS as MAX_NODES  # noqa: E402
+from .limits import KERAS_MAX_NAMES as MAX_NAMES  # noqa: E402
 # HDF5 filters built into libhdf5/h5py; anything else would load a native plugin.
 SAFE_FILTERS = {1, 2, 3, 4, 5, 6, 32000}
 
@@ -47,6 +48,23 @@ def attr(obj, name: str, *, path, default=None, also=()):
         return obj.attrs[name]
     except Exception as e:  # noqa: BLE001
         raise corrupt(f"cannot read the HDF5 attribute {name!r}", path, e) from None
+
+
+def names_attr(group, name, path) -> list[str]:
+    """A ``layer_names`` / ``weight_names`` list (or its ``name0``, ``name1``... chunks) as text."""
+    attrs = group.attrs
+    if name in attrs:
+        vals = attr(group, name, path=path)
+    else:
+        vals, i = [], 0
+        while f"{name}{i}" in attrs and i < 10_000:
+            vals.extend(list(attr(group, f"{name}{i}", path=path)))
+            i += 1
+    vals = vals.tolist() if hasattr(vals, "tolist") else vals
+    out = [text(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals])]
+    if len(out) > MAX_NAMES:
+        raise corrupt(f"the {name} attribute lists {len(out)} entries", path, expected=f"at most {MAX_NAMES}")
+    return out
 
 
 def prefetch(objs, name: str, *, path) -> None:
