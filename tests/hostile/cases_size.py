@@ -157,6 +157,32 @@ def h5_heap_size(d):
     p.write_bytes(bytes(b))
 
 
+def h5_vlen_fill_heap(keras: bool):
+    """A variable-length string dataset whose fill value lives in a damaged global heap:
+    libhdf5 loops forever as soon as the dataset's creation property list is asked for
+    (the readers look at the dtype first and never ask)."""
+    def make(d):
+        import struct
+
+        import h5py
+        import numpy as np
+        p = d / "model.h5"
+        with h5py.File(p, "w") as f:
+            g = f.create_group("dense") if keras else f
+            if keras:
+                f.attrs["layer_names"] = np.array([b"dense"])
+                g.attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/s:0"])
+            g.create_dataset("dense/kernel:0", data=np.ones((2, 2), "f4"))
+            g.create_dataset("dense/s:0", shape=(3,), dtype=h5py.string_dtype("ascii"),
+                             fillvalue=b"a fill value long enough")
+        b = bytearray(p.read_bytes())
+        o = b.index(b"GCOL") + 16                   # the first heap object; then the second
+        o += 16 + (struct.unpack("<Q", b[o + 8:o + 16])[0] + 7) // 8 * 8
+        b[o + 9] ^= 4
+        p.write_bytes(bytes(b))
+    return make
+
+
 def pt_pkl_bomb(d):
     """data.pkl itself deflated ~1000:1 to 1 GiB (inflated before any pickle opcode is read)."""
     bomb = craft.zero_bomb(2**30, prefix=b"")
@@ -214,8 +240,11 @@ def pt_sparse(kind):
             w = torch.sparse_coo_tensor(torch.tensor([[0, 10**6], [0, 1]]), torch.ones(2), (4, 4),
                                         check_invariants=False)
         else:
-            w = torch.sparse_csr_tensor(torch.tensor([0, 5, 1, 2, 9]), torch.tensor([0, 1, 2, 3, 7]),
-                                        torch.ones(5), (4, 4), check_invariants=False)
+            import warnings
+            with warnings.catch_warnings():      # "Sparse CSR tensor support is in beta state"
+                warnings.simplefilter("ignore", UserWarning)
+                w = torch.sparse_csr_tensor(torch.tensor([0, 5, 1, 2, 9]), torch.tensor([0, 1, 2, 3, 7]),
+                                            torch.ones(5), (4, 4), check_invariants=False)
         torch.save({"weight": w, "bias": torch.zeros(4)}, d / "model.pt")
     return make
 
@@ -276,6 +305,10 @@ CASES: list[Case] = [
          Either("attributes skipped or refused"), heavy=True),
     Case("keras_h5_global_heap_object_size_damaged", "size", "model.h5", h5_heap_size,
          Refuse(CORRUPT, r"heap|attribute|damaged|read"), timeout=12),
+    Case("keras_h5_vlen_fill_value_heap_damaged", "size", "model.h5", h5_vlen_fill_heap(True),
+         Refuse(CORRUPT, r"object values"), timeout=12),
+    Case("h5_vlen_fill_value_heap_damaged", "size", "model.h5", h5_vlen_fill_heap(False),
+         Either("the string dataset skipped or refused, never read"), timeout=12),
     Case("pt_data_pkl_deflate_bomb_1gib", "size", "model.pt", pt_pkl_bomb,
          Refuse(ANYERR, r"bomb|ratio|inflate"), heavy=True),
     Case("h5_10k_datasets", "size", "many.h5", h5_10k, Ok(count=10_000), heavy=True),
