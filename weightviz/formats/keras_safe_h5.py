@@ -70,9 +70,20 @@ def names_attr(group, name, path) -> list[str]:
 def prefetch(objs, name: str, *, path) -> None:
     """Read attribute ``name`` of many objects ahead, 1,000 per round trip to the string
     worker (a Keras file has one per layer); ``attr`` then finds them read."""
-    objs = [o for o in objs if name in o.attrs]
+    objs = [o for o in objs if _is_vlen_str(o, name)]   # the others are read in-process
     for i in range(0, len(objs), 1000):
         attr(objs[i], name, path=path, also=objs[i + 1:i + 1000])
+
+
+def _is_vlen_str(obj, name: str) -> bool:
+    from h5py import h5a, h5t
+    try:
+        if name not in obj.attrs:
+            return False
+        tid = h5a.open(obj.id, name.encode("utf-8")).get_type()
+    except Exception:  # noqa: BLE001 - attr() reports it when the reader asks for it
+        return False
+    return isinstance(tid, h5t.TypeStringID) and tid.is_variable_str()
 
 
 def safe_get(group, relpath: str, *, path, cache: dict | None = None):
