@@ -130,9 +130,12 @@ def test_a_global_heap_that_hangs_libhdf5_is_stopped_and_refused(tmp_path, monke
         wv.open(str(bad))
     assert before.proc.wait(5) is not None          # killed, not left spinning
     assert sb._WORKER[0] is None
+    asks = []
+    real = sb._Worker.ask
+    monkeypatch.setattr(sb._Worker, "ask", lambda self, req, t: asks.append(req) or real(self, req, t))
     with pytest.raises(CorruptFileError, match="not tried again"):   # at once, no second hang
         wv.open(str(bad))
-    assert sb._WORKER[0] is None
+    assert [r for r in asks if r.get("op") != "close"] == []        # the worker was not asked
     assert len(wv.open(good)) > 0                   # a fresh worker
     assert sb._WORKER[0] is not None and sb._WORKER[0].proc.pid != before.proc.pid
 
@@ -294,3 +297,21 @@ def test_prefetch_reads_many_objects_in_one_round_trip(tmp_path, monkeypatch):
         assert got == [np.bytes_(b"fixed"), "layer ü0", "layer ü1", None, "layer ü2", "layer ü3", "layer ü4"]
         assert len(asks) == 1                     # every later read came from the batch
     sb.release()
+
+
+def test_the_file_identity_is_kept_only_within_one_reader_call(tmp_path):
+    """HDF5 file numbers are reused once a file closes: a cached identity must not outlive
+    the reader call, or the worker would read another file's attributes."""
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"f{i}.h5")
+        with h5py.File(paths[-1], "w") as f:
+            f.attrs.create("name", data=f"file {i}", dtype=h5py.string_dtype())
+    for i, p in enumerate(paths):              # one after another: the same file number
+        with h5py.File(p, "r") as f:
+            assert sh.attr(f, "name", path=str(p)) == f"file {i}"
+        assert sb._FILES == {}                 # outside a reader call: nothing kept
+        with h5py.File(p, "r") as f, sb.reading():
+            assert sh.attr(f, "name", path=str(p)) == f"file {i}"
+            assert len(sb._FILES) == 1
+        assert sb._FILES == {}

@@ -137,6 +137,8 @@ _WORKER: list = [None]
 _FAILED: dict = {}                     # file key -> message of the read that did not finish
 _FILEOBJS: dict[str, dict] = {}       # repr(file object) h5py opened -> where its bytes are
 _MEMO: dict = {}                       # (file key, object, attribute) -> value, for one reader call
+_FILES: dict = {}                      # HDF5 file number -> (source, file key), for one reader call
+_DEPTH = [0]                           # reader calls under way (``reading()``)
 
 
 class _Gone(Exception):
@@ -149,16 +151,23 @@ class _NoStart(Exception):
 
 class _Worker:
     def __init__(self):
-        import h5py
-        import numpy
-        paths = sorted({os.path.dirname(os.path.dirname(m.__file__)) for m in (h5py, numpy)})
-        self.pid, self.open_file = os.getpid(), False
+        import importlib.util
+        # where h5py and numpy live, without importing them here (the worker imports them
+        # while this process goes on: the start overlaps the reader's own work)
+        paths = sorted({os.path.dirname(os.path.dirname(importlib.util.find_spec(m).origin))
+                        for m in ("h5py", "numpy")})
+        self.pid, self.open_file, self.ready = os.getpid(), False, False
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", WORKER_SOURCE, json.dumps(paths)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         self.replies: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.replies), daemon=True).start()
+
+    def wait_ready(self):
+        """The worker's first line says it has started (imports done); waited for once."""
+        if self.ready:
+            return
         try:
             ok = self.reply(STARTUP_S) == {"ready": True}
         except (TimeoutError, _Gone):
@@ -166,6 +175,7 @@ class _Worker:
         if not ok:
             self.stop()
             raise _NoStart(f"it did not answer within {STARTUP_S:g} s of starting, or exited")
+        self.ready = True
 
     @staticmethod
     def _pump(stream, replies):
@@ -191,6 +201,7 @@ class _Worker:
             raise _Gone("its answer was not JSON") from None
 
     def ask(self, req: dict, timeout: float) -> dict:
+        self.wait_ready()
         try:
             self.proc.stdin.write(json.dumps(req).encode("ascii") + b"\n")
             self.proc.stdin.flush()
@@ -223,6 +234,17 @@ def _shutdown():
 atexit.register(_shutdown)
 
 
+def warm_up() -> None:
+    """Start the worker now, without waiting for it: a reader calls this before opening an
+    HDF5 file, so the worker's start (about 0.1-0.3 s) overlaps the reader's own work."""
+    with _LOCK:
+        if _WORKER[0] is None or _WORKER[0].pid != os.getpid():
+            try:
+                _WORKER[0] = _Worker()
+            except (OSError, ValueError, AttributeError):   # reported by the first real request
+                _WORKER[0] = None
+
+
 def register_fileobj(fileobj, where: dict) -> None:
     """Tell the worker where the bytes of a file object handed to ``h5py.File`` live:
     ``{"file", "offset", "length"}`` (a window of a file) or ``{"file", "member", "size"}``
@@ -243,6 +265,7 @@ def source_of(h5file) -> dict | None:
 def release() -> None:
     """Close the file the worker keeps open (end of one reader call): nothing stays held."""
     _MEMO.clear()
+    _FILES.clear()
     with _LOCK:
         w = _WORKER[0]
         if w is not None and w.open_file and w.pid == os.getpid():
@@ -259,10 +282,30 @@ def release() -> None:
 @contextlib.contextmanager
 def reading():
     """One reader call: at its end the worker lets go of the file and the memo is dropped."""
+    _DEPTH[0] += 1
     try:
         yield
     finally:
+        _DEPTH[0] -= 1
         release()
+
+
+def _file_key(obj, where, path) -> tuple[dict, tuple]:
+    """Where the worker finds ``obj``'s file and that file's identity (path, size, mtime,
+    inode); kept for the rest of the reader call."""
+    src = source_of(obj.file)
+    if src is None:
+        raise WeightvizError(message(f"cannot read {where} in {path} in a separate process",
+                                     expected="an HDF5 file on disk or inside a .keras archive",
+                                     fix="save the file to disk and open it by its path"))
+    try:
+        st = os.stat(src["file"])
+    except OSError as e:
+        raise CorruptFileError(message(f"cannot read {where} in {path}", got=str(e)[:200])) from None
+    fkey = (json.dumps(src, sort_keys=True), st.st_size, st.st_mtime_ns, st.st_ino)
+    if _DEPTH[0] > 0:                  # file numbers are reused once a file closes
+        _FILES[obj.id.fileno] = src, fkey
+    return src, fkey
 
 
 def read_attr(obj, name: str, *, path, timeout: float | None = None, also=()):
@@ -274,16 +317,7 @@ def read_attr(obj, name: str, *, path, timeout: float | None = None, also=()):
     import numpy as np
     timeout = HDF5_ATTRIBUTE_TIMEOUT_S if timeout is None else timeout
     where = f"the HDF5 attribute {name!r} of {obj.name!r}"
-    src = source_of(obj.file)
-    if src is None:
-        raise WeightvizError(message(f"cannot read {where} in {path} in a separate process",
-                                     expected="an HDF5 file on disk or inside a .keras archive",
-                                     fix="save the file to disk and open it by its path"))
-    try:
-        st = os.stat(src["file"])
-    except OSError as e:
-        raise CorruptFileError(message(f"cannot read {where} in {path}", got=str(e)[:200])) from None
-    fkey = (json.dumps(src, sort_keys=True), st.st_size, st.st_mtime_ns, st.st_ino)
+    src, fkey = _FILES.get(obj.id.fileno) or _file_key(obj, where, path)
     if fkey in _FAILED:
         raise CorruptFileError(_FAILED[fkey])
     mkey = (fkey, obj.name, name)

@@ -90,6 +90,7 @@ def read_store(opener, path, *, file_size=None, mmap_path=None, base_offset=0,
                architecture=None, fmt="keras-h5", metadata=None) -> Checkpoint:
     """Shared by ``keras_h5`` and ``keras_zip`` (the ``model.weights.h5`` member)."""
     arch = _arch_option(architecture, path)
+    _h5_sandbox.warm_up()            # Keras keeps its names in string attributes: start their reader
     try:
         f = opener()
     except Exception as e:  # noqa: BLE001
