@@ -10,6 +10,9 @@ uncompressed .npz and an .h5, then for each file runs, in fresh subprocesses
 * npz:         ``np.load`` keys (no shapes: NpzFile gives none without loading members)
 * npz+shapes:  ``zipfile`` + ``np.lib.format`` header of every member (what a listing needs)
 * h5:          ``h5py`` ``visititems`` shapes
+* keras-h5:    the same, on a Keras weights file laid out as Keras 3's legacy ``.h5`` writer
+               does (one group per layer, ``layer_names`` / ``weight_names`` as variable-length
+               string attributes, which weightviz reads in its helper process)
 
 Times are wall-clock from before the first import to the end of the listing (imports
 included: weightviz pays for torch only on torch files), and of the listing alone after
@@ -79,7 +82,9 @@ with h5py.File(PATH, "r") as f:
     f.visititems(lambda n, o: out.append((n, o.shape)) if isinstance(o, h5py.Dataset) else None)
 """),
 }
-FILES = {"safetensors": "ckpt.safetensors", "torch": "ckpt.pt", "npz": "ckpt.npz", "h5": "ckpt.h5"}
+LISTINGS["keras-h5"] = LISTINGS["h5"]
+FILES = {"safetensors": "ckpt.safetensors", "torch": "ckpt.pt", "npz": "ckpt.npz", "h5": "ckpt.h5",
+         "keras-h5": "keras.h5"}
 
 
 def write_files(folder: str, size_mb: int, n: int) -> dict[str, str]:
@@ -100,6 +105,16 @@ def write_files(folder: str, size_mb: int, n: int) -> dict[str, str]:
     with h5py.File(paths["h5"], "w") as f:
         for k, v in arrays.items():
             f[k] = v
+    vstr = h5py.string_dtype()
+    with h5py.File(paths["keras-h5"], "w") as f:      # Keras 3 `model.save_weights("x.h5")` layout
+        layers = [f"dense_{i}" for i in range(n)]
+        f.attrs.create("layer_names", layers, dtype=vstr)
+        f.attrs.create("backend", "torch", dtype=vstr)
+        f.attrs.create("keras_version", "3.15.1", dtype=vstr)
+        for layer, v in zip(layers, arrays.values()):
+            g = f.create_group(layer)
+            g.attrs.create("weight_names", [f"{layer}/kernel"], dtype=vstr)
+            g[f"{layer}/kernel"] = v
     return paths
 
 
