@@ -96,6 +96,22 @@ def test_npz_stored_members_are_mapped_and_deflated_ones_read(tmp_path):
         np.testing.assert_array_equal(ck["b"].numpy(), b)
 
 
+def test_npz_compressed_all_zeros_tensor_is_read_not_taken_for_a_bomb(tmp_path):
+    # 16 MiB of zeros deflates about 1000:1, like a zip bomb; a freshly initialised
+    # buffer or optimizer state looks exactly like this
+    zeros, w = np.zeros((2048, 2048), np.float32), np.random.default_rng(0).standard_normal(8)
+    np.savez_compressed(tmp_path / "z.npz", zeros=zeros, w=w)
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "z.npz") as z:
+        info = z.getinfo("zeros.npy")
+        assert info.file_size > 200 * info.compress_size + (1 << 20)    # the old limit refused it
+    ck = wv.open(tmp_path / "z.npz")
+    assert ck["zeros"].shape == (2048, 2048)
+    np.testing.assert_array_equal(ck["zeros"].numpy(), zeros)
+    s = wv.stats(ck, progress=False)["zeros"]
+    assert s.zeros == 1.0 and "all_zero" in s.flags
+
+
 def _npy_header(shape, descr="<f4"):
     h = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
     h += b" " * (-(len(h) + 11) % 64) + b"\n"

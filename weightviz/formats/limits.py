@@ -27,7 +27,8 @@ PICKLE_MAX_BYTES = 2 * GiB             # a pickled NumPy object array read into 
 ZIP_MAX_MEMBERS = 1_000_000            # members in a torch / npz zip
 KERAS_ZIP_MAX_MEMBERS = 10_000         # members in a .keras archive
 ZIP_MAX_RATIO = 200                    # declared / compressed size of a member (weights: ~1.1:1,
-ZIP_RATIO_SLACK = 1 * MiB              # a bomb ~1000:1); members under this are not held to it
+ZIP_RATIO_SLACK = 256 * MiB            # a bomb ~1000:1); members under this are not held to it
+                                       # (an all-zeros tensor deflates ~1000:1 too)
 KERAS_MAX_INFLATED = 4 * GiB           # a deflated model.weights.h5 is inflated into memory
 
 # --- HDF5 ---------------------------------------------------------------------------
