@@ -224,26 +224,16 @@ for p in {paths!r}:
 
 
 def _vlen_fill_damaged(d: Path):
-    """An HDF5 file whose vlen-string dataset has a fill value in a damaged global heap:
-    libhdf5 loops forever as soon as the dataset's creation property list is asked for."""
-    import struct
-    for name, keras in (("plain.h5", False), ("keras.h5", True)):
-        p = d / name
-        with h5py.File(p, "w") as f:
-            g = f.create_group("dense") if keras else f
-            if keras:
-                f.attrs["layer_names"] = np.array([b"dense"])
-                g.attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/s:0"])
-            g.create_dataset("dense/kernel:0", data=np.ones((2, 2), "f4"))
-            g.create_dataset("dense/s:0", shape=(3,), dtype=h5py.string_dtype("ascii"),
-                             fillvalue=b"a fill value long enough")
-            g.create_dataset("t", data=["aaa", "bbb"], dtype=h5py.string_dtype("ascii"))
-        b = bytearray(p.read_bytes())
-        o = b.index(b"GCOL") + 16
-        o += 16 + (struct.unpack("<Q", b[o + 8:o + 16])[0] + 7) // 8 * 8
-        b[o + 9] ^= 4
-        p.write_bytes(bytes(b))
-    return d / "plain.h5", d / "keras.h5"
+    """A plain and a Keras HDF5 file whose vlen-string dataset has a fill value in a damaged
+    global heap (the hostile catalog's files): libhdf5 loops forever as soon as the
+    dataset's creation property list is asked for."""
+    from tests.hostile.cases_size import h5_vlen_fill_heap
+    out = []
+    for name, keras in (("plain", False), ("keras", True)):
+        (d / name).mkdir()
+        h5_vlen_fill_heap(keras)(d / name)
+        out.append(d / name / "model.h5")
+    return tuple(out)
 
 
 def test_nothing_hangs_or_prints_in_a_fresh_process(tmp_path):

@@ -175,6 +175,7 @@ def h5_vlen_fill_heap(keras: bool):
             g.create_dataset("dense/kernel:0", data=np.ones((2, 2), "f4"))
             g.create_dataset("dense/s:0", shape=(3,), dtype=h5py.string_dtype("ascii"),
                              fillvalue=b"a fill value long enough")
+            g.create_dataset("t", data=["aaa", "bbb"], dtype=h5py.string_dtype("ascii"))
         b = bytearray(p.read_bytes())
         o = b.index(b"GCOL") + 16                   # the first heap object; then the second
         o += 16 + (struct.unpack("<Q", b[o + 8:o + 16])[0] + 7) // 8 * 8
