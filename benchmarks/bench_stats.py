@@ -147,7 +147,8 @@ def main() -> None:
             print(f"{what} ratio: {o / b:.2f}x  (target <= 12x, aim 6x)")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"machine: {os.cpu_count()} CPUs, load average {load:.2f} "
-              "(on a shared machine trust the CPU-time ratio more than the wall ratio)")
+              "(wall time is what a user waits for; CPU time adds up every scan thread, so with 2 threads "
+              "it is above the wall time; on a busy machine compare runs with --threads 1)")
         print(f"anonymous memory: before {anon_before / 1024:.1f} MiB, after {anon_after / 1024:.1f} MiB, "
               f"max growth {(anon_peak - anon_before) / 1024:.1f} MiB (target <= 256 MiB)")
     finally:
