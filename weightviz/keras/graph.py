@@ -156,7 +156,12 @@ class KerasModel(nn.Module):
             out = module(*a, **kw)
         else:
             from .masks import input_mask, output_masks
-            m_in = input_mask([masks.get(r) for r in _walk_refs(args)])
+            per_input = [masks.get(r) for r in _walk_refs(args)]
+            m_in = input_mask(per_input)
+            if mode == "attention":                 # Keras passes one mask per input
+                m_in = per_input[0] if per_input else None
+                if any(m is not None for m in per_input) and kw.get("mask") is None:
+                    kw = dict(kw, mask=per_input)
             if m_in is not None and mode in ("rnn", "pool") and kw.get("mask") is None:
                 kw = dict(kw, mask=m_in)            # an explicit mask= (Keras 3 configs) wins
             out = module(*a, **kw)

@@ -6,7 +6,10 @@ dropout/noise, normalisations, merge layers, and RNNs with ``return_sequences``)
 layer drops it. Layers that *use* it:
 - SimpleRNN / LSTM / GRU / Bidirectional skip masked steps (state and output carried over;
   Bidirectional's layers output zeros there when returning sequences) — trap 8;
-- GlobalAveragePooling1D averages over unmasked steps only.
+- GlobalAveragePooling1D averages over unmasked steps only;
+- Attention / AdditiveAttention get ``mask=[query_mask, value_mask, ...]`` (one per input, as
+  Keras passes them): the value mask hides value steps, the query mask zeroes output steps,
+  and the output carries the query's mask.
 Masks reaching MultiHeadAttention, TimeDistributed, a nested model, or a Concatenate along a
 non-feature axis are refused (UnsupportedLayerError) before building.
 """
@@ -24,11 +27,12 @@ PROPAGATE = {"Dense", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softma
              "Minimum", "Concatenate"}
 RNNS = {"SimpleRNN", "LSTM", "GRU", "Bidirectional"}
 POOL = {"GlobalAveragePooling1D", "GlobalAvgPool1D"}
-REFUSE = {"MultiHeadAttention", "TimeDistributed", "Attention", "AdditiveAttention"}
+ATTENTION = {"Attention", "AdditiveAttention"}
+REFUSE = {"MultiHeadAttention", "TimeDistributed"}
 
 
 def mode(sp: LayerSpec, ctx: Context) -> str:
-    """How a call treats masks: produce | propagate | rnn | pool | drop."""
+    """How a call treats masks: produce | propagate | rnn | pool | attention | drop."""
     if ctx.custom_key(sp) is not None:
         return "propagate"                         # like Keras's Lambda default
     if sp.class_name == "Masking" or (sp.class_name == "Embedding" and sp.config.get("mask_zero")):
@@ -37,6 +41,8 @@ def mode(sp: LayerSpec, ctx: Context) -> str:
         return "rnn"
     if sp.class_name in POOL:
         return "pool"
+    if sp.class_name in ATTENTION:
+        return "attention"
     return "propagate" if sp.class_name in PROPAGATE else "drop"
 
 
@@ -53,22 +59,24 @@ def check(model: ModelSpec, ctx: Context) -> bool:
     any_mask = False
     for sp, k in call_order(model):
         node = sp.nodes[k]
-        got = any(Ref(r.layer, r.node, r.tensor) in masked for r in _walk_refs(node.args))
+        refs = [Ref(r.layer, r.node, r.tensor) for r in _walk_refs(node.args)]
+        got = any(r in masked for r in refs)
         m = mode(sp, ctx)
         if got and (sp.inner is not None or sp.class_name in REFUSE or (
                 sp.class_name == "Concatenate" and sp.config.get("axis", -1) != -1)):
             raise UnsupportedLayerError(message(
                 f"{_where(sp, model)} receives a mask (from Embedding(mask_zero=True) or "
                 "Masking); Keras's masked behaviour there is not reproduced by weightviz",
-                expected="masks reaching only RNN, Bidirectional, GlobalAveragePooling1D or "
-                         "mask-transparent layers",
+                expected="masks reaching only RNN, Bidirectional, GlobalAveragePooling1D, "
+                         "Attention, AdditiveAttention or mask-transparent layers",
                 fix="rebuild with mask_zero=False if your inputs carry no padding, or replace "
                     "the layer with custom_layers={name: module}",
                 got="a masked input"))
         if sp.inner is not None:
             check(sp.inner, ctx)
         out = m == "produce" or (got and m == "propagate") or (
-            got and m == "rnn" and _returns_sequences(sp))
+            got and m == "rnn" and _returns_sequences(sp)) or (
+            m == "attention" and bool(refs) and refs[0] in masked)
         any_mask = any_mask or m == "produce"
         if out:
             masked.add(Ref(sp.name, k, 0))
@@ -95,7 +103,8 @@ def input_mask(masks: list):
 
 
 def output_masks(call_mode: str, module, x, m_in, out, returns_sequences: bool):
-    """The masks of a call's outputs, as a list aligned with its output tensors."""
+    """The masks of a call's outputs, as a list aligned with its output tensors (for
+    ``attention``, ``m_in`` is the query's mask: Keras's compute_mask returns it)."""
     n = len(out) if isinstance(out, (tuple, list)) else 1
     if call_mode == "produce":
         return [module.compute_mask(x)] + [None] * (n - 1)

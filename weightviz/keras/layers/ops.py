@@ -1,8 +1,9 @@
 """Keras 3 op layers that appear in saved functional configs around masks.
 
 Keras 3 records the mask computations it traced as operation "layers" (``NotEqual`` for
-``Embedding(mask_zero=True)``, ``Any`` for ``Masking``) and passes their result to RNNs and
-pooling as an explicit ``mask`` keyword; these converters let such configs rebuild.
+``Embedding(mask_zero=True)``, ``Any`` for ``Masking``, ``ConvertToTensor`` for the mask an
+attention layer passes on) and passes their result to RNNs and pooling as an explicit ``mask``
+keyword; these converters let such configs rebuild.
 """
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ class Op(Fn):
 @register("NotEqual")
 def not_equal(spec, x, kwargs, weights, ctx):
     return Op(lambda a, b: a != b, "x != y")
+
+
+@register("ConvertToTensor")
+def convert_to_tensor(spec, x, kwargs, weights, ctx):
+    return Op(lambda a: a, "identity")
 
 
 @register("Equal")
