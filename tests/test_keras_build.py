@@ -21,8 +21,9 @@ from weightviz.keras import build_from_checkpoint, build_model  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "keras_models"
 K3 = ["activations", "conv", "pool", "rnn", "merge", "norm_embed", "reshape", "sequential", "mha",
-      "masked"]
-K2 = ["k2_tfops", "k2_masked", "k2_rnn", "k2_conv_pool", "k2_merge", "k2_sequential", "k2_activations"]
+      "masked", "attention"]
+K2 = ["k2_tfops", "k2_masked", "k2_rnn", "k2_conv_pool", "k2_merge", "k2_sequential", "k2_activations",
+      "k2_attention"]
 TOL = 1e-5
 
 
@@ -181,3 +182,81 @@ def test_public_build_verb(source, weights):
     """weightviz.build(file, weights=...) goes through the readers and this builder."""
     model = weightviz.build(str(FIX / source), weights=str(FIX / weights) if weights else None)
     assert max_error(model, io(source.split(".")[0])) <= TOL
+
+
+def output_errors(model, data) -> list[float]:
+    return [float(np.abs(y.numpy().astype(np.float64) - data[f"y{i}"]).max())
+            for i, y in enumerate(predict(model, data))]
+
+
+def _layer(arch, name):
+    return next(entry for entry in arch["config"]["layers"] if entry["name"] == name)
+
+
+@pytest.mark.parametrize("name", ["attention", "k2_attention"])
+def test_attention_fixture_options_matter(name):
+    """Outputs: att_dot (causal, masked, scaled self-attention), att_concat (value mask),
+    masked pooling of add_att (query mask), add_scores and its attention scores. Dropping the
+    masks, the causal mask or a scale changes the outputs that depend on it, so the fixtures
+    would catch each."""
+    data = io(name)
+    arch = json.loads((FIX / f"{name}.json").read_text())
+    base = output_errors(build_model(arch, npz_weights(data)), data)
+    assert max(base) <= TOL
+
+    no_mask = json.loads(json.dumps(arch))
+    _layer(no_mask, "emb")["config"]["mask_zero"] = False
+    for node in _layer(no_mask, "gap")["inbound_nodes"]:
+        if isinstance(node, dict):
+            node["kwargs"].pop("mask", None)                 # Keras 3's explicit pooling mask
+    errs = output_errors(build_model(no_mask, npz_weights(data)), data)
+    assert min(errs) > 1e-3                                  # every output uses a mask
+
+    no_causal = json.loads(json.dumps(arch))
+    text = json.dumps(_layer(no_causal, "att_dot")["inbound_nodes"])
+    assert '"use_causal_mask": true' in text
+    _layer(no_causal, "att_dot")["inbound_nodes"] = json.loads(
+        text.replace('"use_causal_mask": true', '"use_causal_mask": false'))
+    errs = output_errors(build_model(no_causal, npz_weights(data)), data)
+    assert errs[0] > 1e-3 and max(errs[1:]) <= TOL
+
+    def unit_scale(layer):
+        ws = npz_weights(data)(layer)
+        return [np.ones_like(w) for w in ws[:1]] + ws[1:] if layer in ("att_dot", "add_att") else ws
+    errs = output_errors(build_model(arch, unit_scale), data)
+    assert errs[0] > 1e-4 and errs[2] > 1e-4
+
+
+def test_keras2_causal_config_key_means_use_causal_mask():
+    """Keras 2.4-2.9 stored ``Attention(causal=True)`` in the config instead of the call."""
+    data = io("k2_attention")
+    arch = json.loads((FIX / "k2_attention.json").read_text())
+    layer = _layer(arch, "att_dot")
+    for entry in layer["inbound_nodes"][0]:
+        entry[3].pop("use_causal_mask")
+    layer["config"]["causal"] = True
+    assert max(output_errors(build_model(arch, npz_weights(data)), data)) <= TOL
+
+
+def test_attention_explicit_mask_keyword():
+    """A Keras 3 config may pass ``mask=[query_mask, value_mask]`` explicitly."""
+    data = io("attention")
+    arch = json.loads((FIX / "attention.json").read_text())
+    _layer(arch, "emb")["config"]["mask_zero"] = False          # no implicit masks at all
+    ref = {"class_name": "__keras_tensor__",
+           "config": {"shape": [None, 5], "dtype": "bool", "keras_history": ["not_equal", 0, 0]}}
+    _layer(arch, "att_dot")["inbound_nodes"][0]["kwargs"]["mask"] = [ref, ref]
+    errs = output_errors(build_model(arch, npz_weights(data)), data)
+    assert errs[0] <= TOL                                    # att_dot: masks given explicitly
+    assert errs[1] > 1e-3                                    # att_concat: no mask any more
+
+
+def test_attention_scores_are_a_second_output():
+    model = build_from_checkpoint(weightviz.open(str(FIX / "k2_attention.h5")))
+    data = io("k2_attention")
+    ys = predict(model, data)
+    scores = ys[4].numpy()
+    assert scores.shape == (3, 6, 5)
+    assert np.allclose(scores.sum(-1), 1.0, atol=1e-6)
+    assert np.all(scores[0, :, :2] < 1e-6)                   # padded value steps get no weight
+    assert "[(None, 6, 4), (None, 6, 5)]" in repr(model)

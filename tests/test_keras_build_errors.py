@@ -211,3 +211,56 @@ def test_custom_layers_by_class_name_take_a_factory():
     assert made == ["lam", "lam2"]
     x = np.full((1, 4), 0.5, "float32")
     assert np.allclose(model(x).detach().numpy(), np.tanh(np.tanh(x)), atol=1e-6)
+
+
+def _attention_arch(name="attention"):
+    return json.loads((FIX / f"{name}.json").read_text())
+
+
+def _io_weights(name="attention"):
+    with np.load(FIX / f"{name}_io.npz", allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+
+    def weights(layer):
+        return [data[k] for k in sorted(k for k in data if k.startswith(f"w:{layer}:"))]
+    return weights
+
+
+@pytest.mark.parametrize("layer,bad,shape", [("add_att", [np.ones(3, "float32")], "(4,)"),
+                                             ("att_dot", [np.ones(1, "float32")], "()"),
+                                             ("att_concat", [np.ones((), "float32")], "2:")])
+def test_attention_wrong_weights_are_mismatch_errors(layer, bad, shape):
+    good = _io_weights()
+    with pytest.raises(MismatchError, match=f"'{layer}'.*Attention") as e:
+        build_model(_attention_arch(), lambda name: bad if name == layer else good(name))
+    assert shape in str(e.value)
+
+
+def test_attention_config_and_call_errors_are_clear():
+    arch = _attention_arch("k2_attention")
+    next(l for l in arch["config"]["layers"] if l["name"] == "att_dot")["config"]["score_mode"] = "cos"
+    with pytest.raises(CorruptFileError, match="'att_dot' \\(Attention\\) has score_mode='cos'"):
+        build_model(arch, None)
+    arch = _attention_arch("k2_attention")                     # called on one tensor
+    layer = next(l for l in arch["config"]["layers"] if l["name"] == "att_concat")
+    layer["inbound_nodes"][0] = layer["inbound_nodes"][0][:1]
+    with pytest.raises(CorruptFileError, match="not called on \\[query, value\\]"):
+        build_model(arch, None)
+
+
+def test_attention_unknown_call_option_still_refused():
+    arch = _attention_arch()
+    layer = next(l for l in arch["config"]["layers"] if l["name"] == "att_dot")
+    layer["inbound_nodes"][0]["kwargs"]["something_new"] = True
+    with pytest.raises(UnsupportedLayerError, match="'att_dot' \\(Attention\\).*something_new=True"):
+        build_model(arch, None)
+
+
+def test_masks_still_refused_for_multi_head_attention():
+    arch = _attention_arch("k2_attention")
+    layer = next(l for l in arch["config"]["layers"] if l["name"] == "att_dot")
+    layer["class_name"] = "MultiHeadAttention"
+    layer["config"] = {"name": "att_dot", "num_heads": 1, "key_dim": 2}
+    layer["inbound_nodes"] = [[["emb", 0, 0, {"value": ["emb", 0, 0]}]]]
+    with pytest.raises(UnsupportedLayerError, match="'att_dot' \\(MultiHeadAttention\\).*receives a mask"):
+        build_model(arch, None)
