@@ -164,7 +164,8 @@ def test_supported_layers_lists_the_families():
                 "AveragePooling3D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping3D",
                 "UpSampling2D", "BatchNormalization", "LayerNormalization", "Embedding",
                 "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed", "Dot",
-                "MultiHeadAttention", "PReLU", "Sequential", "Functional"):
+                "MultiHeadAttention", "Attention", "AdditiveAttention", "PReLU", "Sequential",
+                "Functional"):
         assert cls in names
     assert "Lambda" not in names
 
