@@ -227,10 +227,14 @@ def _zip(path, members):
 
 def test_zip_bomb_and_tricks_refused(tmp_path):
     cfg = open(fx("k3_model.json"), "rb").read()
-    bomb = tmp_path / "bomb.keras"
-    _zip(bomb, [("config.json", b"{" + b" " * (3 * 2**20) + b"}")])
+    bomb = tmp_path / "bomb.keras"               # over the 64 MiB a config may take
+    _zip(bomb, [("config.json", b"{" + b" " * (65 * 2**20) + b"}")])
     with pytest.raises(CorruptFileError, match="zip bomb"):
         keras_zip.read(bomb)
+    spaces = tmp_path / "spaces.keras"           # deflates ~1000:1 but is small: read, then judged
+    _zip(spaces, [("config.json", b"{" + b" " * (3 * 2**20) + b"}")])
+    with pytest.raises(CorruptFileError, match="config"):
+        keras_zip.read(spaces)
     import warnings
     dup = tmp_path / "dup.keras"
     with warnings.catch_warnings():

@@ -6,10 +6,11 @@ sequences; several inputs as positional arguments in the model's input order) an
 what Keras returns (several outputs as a tuple). Keras layer names are submodule names.
 
 Keras masks (``Embedding(mask_zero=True)``, ``Masking``) are reproduced for RNNs,
-Bidirectional and GlobalAveragePooling1D. Refused with UnsupportedLayerError before anything
-is built, never silently approximated: layers without a converter (``supported_layers()``
-lists those with one), unknown activations, masks reaching attention / TimeDistributed /
-nested models, call options such as ``return_attention_scores`` or ``use_causal_mask``.
+Bidirectional, GlobalAveragePooling1D, Attention and AdditiveAttention. Refused with
+UnsupportedLayerError before anything is built, never silently approximated: layers without a
+converter (``supported_layers()`` lists those with one), unknown activations, masks reaching
+MultiHeadAttention / TimeDistributed / nested models, call options a converter does not model
+(``use_causal_mask`` and ``return_attention_scores`` are modelled for the attention layers).
 Lambda layers raise UnsafeCheckpointError unless ``custom_layers`` replaces them. Not
 modelled: ``stateful`` RNNs keep no state between calls (each call starts from zeros, like a
 freshly reset Keras model); RNNs run an explicit time loop (exact, not cuDNN-fast).
