@@ -1,4 +1,4 @@
-"""SimpleRNN, LSTM, GRU (reset_after True and False), Bidirectional.
+"""SimpleRNN, LSTM, GRU (reset_after True and False), Bidirectional (also of CuDNNLSTM/GRU).
 
 One explicit time loop implements Keras's cells exactly, with any activation and
 recurrent_activation (so Keras 2's slope-0.2 ``hard_sigmoid`` and GRU ``reset_after=False``,
@@ -19,6 +19,7 @@ from torch import nn
 
 from ...errors import UnsupportedLayerError, message
 from ..registry import register, set_param, take
+from .cudnn import CUDNN, make_cudnn, seq_and_states
 
 GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
 KINDS = {"SimpleRNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
@@ -51,6 +52,7 @@ class KerasRNN(nn.Module):
     zero_output_for_mask = False            # Bidirectional sets it when returning sequences
 
     def forward(self, x, initial_state=None, mask=None):
+        x, initial_state = seq_and_states(x, initial_state)
         n, t_len, _ = x.shape
         u = self.units
         b_in = b_rec = None
@@ -157,6 +159,7 @@ def make_rnn(spec, cfg, class_name, fin, weights, ctx, *, go_backwards=None, ret
 
 @register("SimpleRNN", "LSTM", "GRU", slots=rnn_slots, tensor_kwargs=("initial_state", "mask"))
 def rnn(spec, x, kwargs, weights, ctx):
+    x, _ = seq_and_states(x, None)
     return make_rnn(spec, spec.config, spec.class_name, int(x.shape[-1]), weights, ctx)
 
 
@@ -190,6 +193,7 @@ class Bidirectional(nn.Module):
         return f"merge_mode={self.merge_mode}"
 
     def forward(self, x, initial_state=None, mask=None):
+        x, initial_state = seq_and_states(x, initial_state)
         fs = bs = None
         if initial_state is not None:
             half = len(initial_state) // 2
@@ -222,17 +226,17 @@ def bidirectional(spec, x, kwargs, weights, ctx):
     cfg = spec.config
     (fc, fcfg), (bc, bcfg) = bidir_parts(cfg)
     for cls in (fc, bc):
-        if cls not in KINDS:
+        if cls not in KINDS and cls not in CUDNN:
             raise UnsupportedLayerError(message(
                 f"layer {spec.path!r} (Bidirectional) wraps a {cls}",
-                expected="SimpleRNN, LSTM or GRU inside Bidirectional",
+                expected="SimpleRNN, LSTM, GRU, CuDNNLSTM or CuDNNGRU inside Bidirectional",
                 fix="supply a replacement with custom_layers={name: module}"))
     nf = len(rnn_slots(fcfg))
     wf, wb = (None, None) if weights is None else (weights[:nf], weights[nf:])
-    fin = int(x.shape[-1])
+    fin = int(seq_and_states(x, None)[0].shape[-1])
     rs = bool(fcfg.get("return_state", False))
-    fwd = make_rnn(spec, fcfg, fc, fin, wf, ctx, return_state=rs)
-    bwd = make_rnn(spec, bcfg, bc, fin, wb, ctx, return_state=rs)
+    fwd = (make_cudnn if fc in CUDNN else make_rnn)(spec, fcfg, fc, fin, wf, ctx, return_state=rs)
+    bwd = (make_cudnn if bc in CUDNN else make_rnn)(spec, bcfg, bc, fin, wb, ctx, return_state=rs)
     mode = cfg.get("merge_mode", "concat")
     if mode not in ("concat", "sum", "mul", "ave", None):
         raise UnsupportedLayerError(message(f"merge_mode {mode!r} of layer {spec.path!r}",
