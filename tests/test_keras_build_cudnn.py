@@ -179,6 +179,13 @@ def test_mask_reaching_a_cudnn_layer_is_refused():
     build_model(_masked_bidir("GRU"), None)                  # the plain GRU takes the mask
 
 
+def test_mask_reaching_a_cudnn_layer_directly_is_refused_before_building():
+    arch = _masked_bidir("CuDNNLSTM")
+    arch["config"]["layers"][2] = {"class_name": "CuDNNLSTM", "config": {"name": "r", "units": 3}}
+    with pytest.raises(UnsupportedLayerError, match="CuDNNLSTM"):
+        build_model(arch, None)
+
+
 def test_wrapped_in_time_distributed_uses_the_same_converter(data):
     arch = {"class_name": "Sequential", "keras_version": "2.4.0", "backend": "tensorflow",
             "config": {"name": "m", "layers": [

@@ -11,7 +11,8 @@ UnsupportedLayerError before anything is built, never silently approximated: lay
 converter (``supported_layers()`` lists those with one), unknown activations, masks reaching
 MultiHeadAttention / TimeDistributed / nested models, call options a converter does not model
 (``use_causal_mask`` and ``return_attention_scores`` are modelled for the attention layers).
-Lambda layers raise UnsafeCheckpointError unless ``custom_layers`` replaces them. Not
+Lambda layers raise UnsafeCheckpointError unless ``custom_layers`` replaces them. Keras 2's
+``CuDNNLSTM`` / ``CuDNNGRU`` become ordinary torch LSTM/GRU twins of the cuDNN cells. Not
 modelled: ``stateful`` RNNs keep no state between calls (each call starts from zeros, like a
 freshly reset Keras model); RNNs run an explicit time loop (exact, not cuDNN-fast).
 """

@@ -28,7 +28,8 @@ PROPAGATE = {"Dense", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softma
 RNNS = {"SimpleRNN", "LSTM", "GRU", "Bidirectional"}
 POOL = {"GlobalAveragePooling1D", "GlobalAvgPool1D"}
 ATTENTION = {"Attention", "AdditiveAttention"}
-REFUSE = {"MultiHeadAttention", "TimeDistributed"}
+REFUSE = {"MultiHeadAttention", "TimeDistributed",
+          "CuDNNLSTM", "CuDNNGRU"}                  # cuDNN kernels take no mask (Keras refuses too)
 
 
 def mode(sp: LayerSpec, ctx: Context) -> str:
