@@ -76,25 +76,25 @@ def test_keras2_list_form_lambda_also_refused():
 
 def test_unsupported_layers_listed_with_class_and_position_early():
     spy = Spy()
-    arch = seq(("Dense", {"name": "d", "units": 3}), ("ConvLSTM2D", {"name": "clstm"}),
+    arch = seq(("Dense", {"name": "d", "units": 3}), ("LocallyConnected2D", {"name": "clstm"}),
                ("TFOpLambda", {"name": "tf.signal.fft", "function": "signal.fft"}))
     with pytest.raises(UnsupportedLayerError) as e:
         build_model(arch, spy)
     msg = str(e.value)
-    assert "'clstm' (ConvLSTM2D) at position #2 of model 'm'" in msg
+    assert "'clstm' (LocallyConnected2D) at position #2 of model 'm'" in msg
     assert "'tf.signal.fft' (TFOpLambda) at position #3 of model 'm' calls tf.signal.fft" in msg
     assert "2 problem(s)" in msg
     assert spy.asked == []
 
 
 def test_unsupported_inside_nested_model_and_wrapper():
-    inner = seq(("ConvLSTM2D", {"name": "deep"}))
+    inner = seq(("LocallyConnected2D", {"name": "deep"}))
     arch = seq(("Sequential", inner["config"]),
                ("TimeDistributed", {"name": "td", "layer": {"class_name": "Foo",
                                                             "config": {"name": "foo"}}}))
     with pytest.raises(UnsupportedLayerError) as e:
         build_model(arch, None)
-    assert "'deep' (ConvLSTM2D) at position #1 of model 'm'" in str(e.value)
+    assert "'deep' (LocallyConnected2D) at position #1 of model 'm'" in str(e.value)
     assert "wrapped Foo" in str(e.value)
 
 

@@ -10,8 +10,9 @@ layer drops it. Layers that *use* it:
 - Attention / AdditiveAttention get ``mask=[query_mask, value_mask, ...]`` (one per input, as
   Keras passes them): the value mask hides value steps, the query mask zeroes output steps,
   and the output carries the query's mask.
-Masks reaching MultiHeadAttention, TimeDistributed, a nested model, or a Concatenate along a
-non-feature axis are refused (UnsupportedLayerError) before building.
+Masks reaching MultiHeadAttention, TimeDistributed, CuDNNLSTM/GRU, ConvLSTM1D/2D/3D, a nested
+model, or a Concatenate along a non-feature axis are refused (UnsupportedLayerError) before
+building.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ RNNS = {"SimpleRNN", "LSTM", "GRU", "Bidirectional"}
 POOL = {"GlobalAveragePooling1D", "GlobalAvgPool1D"}
 ATTENTION = {"Attention", "AdditiveAttention"}
 REFUSE = {"MultiHeadAttention", "TimeDistributed",
-          "CuDNNLSTM", "CuDNNGRU"}                  # cuDNN kernels take no mask (Keras refuses too)
+          "CuDNNLSTM", "CuDNNGRU",                  # cuDNN kernels take no mask (Keras refuses too)
+          "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}  # Keras would skip masked steps: not modelled
 
 
 def mode(sp: LayerSpec, ctx: Context) -> str:
