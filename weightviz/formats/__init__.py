@@ -11,8 +11,9 @@ imports torch. Order matters: the Keras HDF5 reader gets the first chance at
 HDF5 files (it decides by root attributes / groups) and the plain HDF5 tree
 reader is the fallback; ``.keras`` zips go to the Keras reader before the npz
 and torch readers look at a zip (npz first: its test is cheaper, and a zip of
-``.npy`` members without ``data.pkl`` is never a torch file); ``*.safetensors.index.json`` is claimed before
-other JSON goes to the Keras JSON reader.
+``.npy`` members without ``data.pkl`` is never a torch file); ``*.safetensors.index.json`` and then a
+Keras sharded-weights index (a ``weight_map`` of ``/.../vars`` groups) are claimed before other JSON
+goes to the Keras JSON reader.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ READERS: tuple[Reader, ...] = (
     Reader("torchscript", "torch_file", ("zip",), "sniff_torchscript", "read_torchscript"),
     Reader("torch", "torch_file", ("zip", "torch-legacy")),
     Reader("safetensors", "safetensors_file", ("safetensors", "json")),
+    Reader("keras-sharded", "keras_sharded", ("json",)),
     Reader("keras-json", "keras_json", ("json",)),
 )
 FORMATS = tuple(r.format for r in READERS)
@@ -49,6 +51,7 @@ EXTENSIONS = {
     ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".tar": "torch",
     ".safetensors": "safetensors", ".npy": "numpy", ".npz": "numpy",
     ".h5": "hdf5", ".hdf5": "hdf5", ".keras": "keras", ".json": "keras-json",
+    ".weights.json": "keras-sharded",
 }
 
 
@@ -133,6 +136,8 @@ def _extension(path: str) -> str:
     name = os.path.basename(path).lower()
     if name.endswith(".weights.h5"):
         return ".h5"
+    if name.endswith(".weights.json"):
+        return ".weights.json"
     return os.path.splitext(name)[1]
 
 
@@ -140,13 +145,17 @@ def _open_directory(path: str, options: dict):
     names = sorted(os.listdir(path))
     index = [n for n in names if n.endswith(".safetensors.index.json")]
     single = [n for n in names if n.endswith(".safetensors")]
+    keras_index = [n for n in names if n.endswith(".weights.json")]
     if len(index) == 1:
         return open_checkpoint(os.path.join(path, index[0]), **options)
     if not index and len(single) == 1:
         return open_checkpoint(os.path.join(path, single[0]), **options)
+    if not index and not single and len(keras_index) == 1:
+        return open_checkpoint(os.path.join(path, keras_index[0]), **options)
     raise UnknownFormatError(message(
         f"{os.path.basename(os.path.normpath(path))} is a directory",
-        expected="a weight file, or a directory holding exactly one *.safetensors.index.json or *.safetensors",
+        expected="a weight file, or a directory holding exactly one *.safetensors.index.json, *.safetensors "
+                 "or Keras *.weights.json",
         fix="pass the weight file inside it", got=capped(names) or "an empty directory"))
 
 
@@ -154,7 +163,7 @@ def open_checkpoint(path, *, format: str | None = None, **options):
     """Open a weight file lazily and safely and return a :class:`~weightviz.checkpoint.Checkpoint`.
 
     ``format`` forces a reader: one of ``'torch', 'torchscript', 'safetensors', 'numpy',
-    'hdf5', 'keras-h5', 'keras', 'keras-json'``. Without it the file's first bytes decide
+    'hdf5', 'keras-h5', 'keras', 'keras-sharded', 'keras-json'``. Without it the file's first bytes decide
     (the extension only serves to word the error when nothing matches). Reader options
     (``**options``) are passed on to the chosen reader.
     """

@@ -248,9 +248,15 @@ def _attr(obj, name, path):
 # --------------------------------------------------------------------------- .weights.h5
 
 class _Walk:
-    def __init__(self, f, kw, major):
+    def __init__(self, f, kw, major, entry=None):
         self.f, self.kw, self.path, self.major = f, kw, kw["path"], major
         self.seen: set[int] = set()
+        self._entry = entry              # (name, where) -> TensorEntry: keras_sharded's shards
+
+    def entry(self, n, w):
+        if self._entry is not None:
+            return self._entry(n, w)
+        return sh.dataset_entry(n, sh.safe_get(self.f, w, path=self.path), w, **self.kw)
 
     def layer(self, g, where, real, entry, depth, out):
         """Append (name, TensorEntry) for group ``g`` (a layer) in ``layer.weights`` order."""
@@ -267,8 +273,7 @@ class _Walk:
             wnames = None
         for i, k in enumerate(keys):
             n = f"{real}/{wnames[i]}" if wnames else f"{real}/vars/{k}"
-            w = f"{where}/vars/{k}"
-            out.append((n, sh.dataset_entry(n, sh.safe_get(self.f, w, path=self.path), w, **self.kw)))
+            out.append((n, self.entry(n, f"{where}/vars/{k}")))
         for child, centry, cname in self.children(g, entry):
             self.layer(g[child], f"{where}/{child}", f"{real}/{cname}", centry, depth + 1, out)
 
@@ -332,10 +337,11 @@ class _Walk:
         return out
 
 
-def _read_v3(f, arch, kw) -> Checkpoint:
+def _read_v3(f, arch, kw, entry=None) -> Checkpoint:
+    """The ``.weights.h5`` tree of ``f``; ``entry(name, where)``, when given, makes the entries."""
     path = kw["path"]
     major = kc.keras_major(None, arch.get("keras_version") if arch else None, arch=arch) or 3
-    walk = _Walk(f, kw, major)
+    walk = _Walk(f, kw, major, entry)
     entries, groups = {}, {}
     root = next(k for k in V3_ROOTS if f.get(k, getlink=True) is not None)
     lg = sh.safe_get(f, root, path=path)
@@ -355,9 +361,7 @@ def _read_v3(f, arch, kw) -> Checkpoint:
     vg, keys = sh.vars_of(f, path)
     if keys:
         model = kc.text(sh.attr(vg, "name", path=path, default="")) or "model"
-        out = [(f"{model}/vars/{k}", sh.dataset_entry(f"{model}/vars/{k}", sh.safe_get(vg, k, path=path),
-                                                     f"vars/{k}", **kw))
-               for k in keys]
+        out = [(f"{model}/vars/{k}", walk.entry(f"{model}/vars/{k}", f"vars/{k}")) for k in keys]
         _add(entries, groups, model, out)
     extras = {}
     if f.get("optimizer", getlink=True) is not None:

@@ -23,7 +23,8 @@ from .limits import SAFETENSORS_MAX_HEADER  # noqa: E402,F401 - re-exported for 
 # what the registry looks for, for error messages
 LOOKED_FOR = ("HDF5 (\\x89HDF)", "ZIP (PK\\x03\\x04: torch.save, TorchScript, .npz, .keras)",
               "legacy torch.save pickle", "NumPy .npy (\\x93NUMPY)",
-              "safetensors (u64 header length + '{')", "JSON (.safetensors.index.json, Keras to_json)")
+              "safetensors (u64 header length + '{')",
+              "JSON (.safetensors.index.json, Keras .weights.json index, Keras to_json)")
 
 
 def read_head(path: str, n: int = HEAD_SIZE) -> bytes:
