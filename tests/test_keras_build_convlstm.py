@@ -147,7 +147,8 @@ def test_inference_only_options_change_nothing():
 
 
 def seq(layer_cls, cfg, shape, *before, version="3.15.1"):
-    layers = [{"class_name": "InputLayer", "config": {"name": "inp", "batch_shape": [None, *shape]}}]
+    layers = [{"class_name": "InputLayer",
+               "config": {"name": "inp", "batch_shape": [None, *shape]}}]
     layers += [{"class_name": c, "config": dict(k)} for c, k in before]
     layers.append({"class_name": layer_cls, "config": {"name": "clstm", **cfg}})
     return {"class_name": "Sequential", "keras_version": version,
@@ -229,5 +230,6 @@ def test_convlstm3d_builds_with_keras_shapes():
            "return_sequences": True, "return_state": True}
     model = build_model(seq("ConvLSTM3D", cfg, (3, 4, 5, 2, 1)), None)
     y, h, c = model.clstm(torch.zeros((2, 3, 4, 5, 2, 1)))
-    assert tuple(y.shape) == (2, 3, 4, 3, 2, 2) and tuple(h.shape) == tuple(c.shape) == (2, 4, 3, 2, 2)
+    assert tuple(y.shape) == (2, 3, 4, 3, 2, 2)
+    assert tuple(h.shape) == tuple(c.shape) == (2, 4, 3, 2, 2)
     assert sum(p.numel() for p in model.parameters()) == 6 * 1 * 8 + 6 * 2 * 8 + 8
