@@ -119,6 +119,29 @@ def st_index(shard: str):
     return make
 
 
+SHARDED = Path(__file__).resolve().parent.parent / "fixtures" / "keras_sharded"
+
+
+def keras_sharded(kind: str):
+    """A real Keras 3 sharded save in sub/ whose index or shard points at ../secret.*."""
+    def make(d):
+        import h5py
+        write_secrets(d)
+        shutil.copytree(SHARDED, d / "sub", ignore=shutil.ignore_patterns("sharded.weights.h5", "*.npz", "*.json"))
+        index = json.loads((SHARDED / "sharded.weights.json").read_text())
+        shard = d / "sub" / "sharded_00000.weights.h5"
+        if kind in ("dotdot", "abs"):
+            index["weight_map"]["/layers/conv1d/vars"] = "../secret.h5" if kind == "dotdot" else str(d / "secret.h5")
+        elif kind in ("symlink", "fifo"):
+            shard.unlink()
+            os.symlink("../secret.h5" if kind == "symlink" else "../secret_fifo.h5", shard)
+        else:
+            with h5py.File(shard, "r+") as f:
+                put_outside(f, "layers/conv1d/vars/0", kind, _target(d, kind, False))
+        (d / "sub" / "sharded.weights.json").write_text(json.dumps(index))
+    return make
+
+
 def keras_zip_slip(d):
     with zipfile.ZipFile(FIXTURES / "k3_model.keras") as z:
         members = [(i.filename, z.read(i)) for i in z.infolist()]
@@ -151,6 +174,14 @@ def _outside_cases() -> list[Case]:
                         exp, secret=True))
         out.append(Case(f"keras_zip_member_{kind}", "outside", "model.keras", keras_zip(kind), exp,
                         secret=True, keras=True))
+        out.append(Case(f"keras_sharded_shard_{kind}", "outside", "sub/sharded.weights.json", keras_sharded(kind),
+                        exp, secret=True))
+    for kind, exp in (("dotdot", Refuse("UnsafeCheckpointError", r"outside")),
+                      ("abs", Refuse("UnsafeCheckpointError", r"outside")),
+                      ("symlink", Refuse("UnsafeCheckpointError", r"link out")),
+                      ("fifo", Refuse("UnsafeCheckpointError", r"link out"))):
+        out.append(Case(f"keras_sharded_index_{kind}", "outside", "sub/sharded.weights.json", keras_sharded(kind),
+                        exp, secret=True))
     out.append(Case("keras_h5_external_to_fifo", "outside", "model.h5", keras_h5("external", fifo=True),
                     UNSAFE_EXT, secret=True, keras=True))
     return out
