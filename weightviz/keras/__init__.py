@@ -12,7 +12,8 @@ converter (``supported_layers()`` lists those with one), unknown activations, ma
 MultiHeadAttention / TimeDistributed / nested models, call options a converter does not model
 (``use_causal_mask`` and ``return_attention_scores`` are modelled for the attention layers).
 Lambda layers raise UnsafeCheckpointError unless ``custom_layers`` replaces them. Keras 2's
-``CuDNNLSTM`` / ``CuDNNGRU`` become ordinary torch LSTM/GRU twins of the cuDNN cells. Not
+``CuDNNLSTM`` / ``CuDNNGRU`` become ordinary torch LSTM/GRU twins of the cuDNN cells;
+``ConvLSTM1D/2D/3D`` run an explicit time loop of torch convolutions. Not
 modelled: ``stateful`` RNNs keep no state between calls (each call starts from zeros, like a
 freshly reset Keras model); RNNs run an explicit time loop (exact, not cuDNN-fast).
 """
