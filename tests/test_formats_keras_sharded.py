@@ -13,6 +13,8 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import weightviz
 from weightviz.errors import CorruptFileError, UnknownFormatError, UnsafeCheckpointError, WeightvizError
@@ -183,6 +185,25 @@ def test_a_link_inside_the_folder_is_fine(copy):
     assert_same(weightviz.open(str(copy / "sharded.weights.json")), weightviz.open(FLAT))
 
 
+def test_a_hugging_face_cache_layout_opens(tmp_path):
+    """snapshots/<rev>/ holds links into blobs/ for the index and every shard."""
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / "rev"
+    blobs.mkdir()
+    snap.mkdir(parents=True)
+    for i, name in enumerate(sorted(os.listdir(D))):
+        shutil.copy(os.path.join(D, name), blobs / f"blob{i}")
+        os.symlink(f"../../blobs/blob{i}", snap / name)
+    assert_same(weightviz.open(str(snap / "sharded.weights.json")), weightviz.open(FLAT))
+    other = tmp_path / "other"
+    other.mkdir()
+    blob = os.readlink(snap / "sharded_00001.weights.h5").rsplit("/", 1)[1]
+    shutil.move(blobs / blob, other / blob)                 # sharded_00001 now links elsewhere
+    os.remove(snap / "sharded_00001.weights.h5")
+    os.symlink(f"../../other/{blob}", snap / "sharded_00001.weights.h5")
+    with pytest.raises(UnsafeCheckpointError, match="link out"):
+        weightviz.open(str(snap / "sharded.weights.json"))
+
+
 def test_missing_shard_is_named(copy):
     os.remove(copy / "sharded_00003.weights.h5")
     with pytest.raises(CorruptFileError, match="shard sharded_00003.weights.h5 .* is missing"):
@@ -290,3 +311,22 @@ def test_every_error_is_a_weightviz_error(copy):
     (copy / "sharded_00002.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(3000))
     with pytest.raises(WeightvizError):
         weightviz.open(str(copy / "sharded.weights.json"))
+
+
+INDEX_BYTES = open(INDEX, "rb").read()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(0, len(INDEX_BYTES)), flips=st.lists(st.tuples(st.integers(0, len(INDEX_BYTES) - 1),
+                                                                      st.integers(0, 255)), max_size=4))
+def test_damaged_indexes_open_or_raise_a_weightviz_error(copy, cut, flips):
+    data = bytearray(INDEX_BYTES)
+    for i, b in flips:
+        data[i] = b
+    p = copy / "sharded.weights.json"
+    p.write_bytes(bytes(data[:cut] if cut < len(data) else data))
+    try:
+        ck = weightviz.open(str(p))
+    except WeightvizError:
+        return
+    assert all(os.path.dirname(e.location.path) == str(copy) for e in ck.values())

@@ -17,7 +17,8 @@ of :mod:`keras_h5` names and orders, so the tensors come out exactly as from the
 file; each tensor is a lazy entry on its own shard, made while that shard was open through
 the same safe HDF5 code (hard links only, string attributes in the sandbox worker, no
 external storage or filter plugins). Shard names must be plain file names in the index's
-folder (no paths, no links out of it). Every variable must sit where the index maps it.
+folder (no paths, no links out of it, except into the folder the index itself links to, as in a
+Hugging Face cache). Every variable must sit where the index maps it.
 """
 from __future__ import annotations
 
@@ -97,7 +98,9 @@ def shard_path(index_path, name: str) -> str:
             needs=["shard:path"])
     folder = os.path.dirname(os.path.abspath(index_path))
     spath = os.path.join(folder, name)
-    if os.path.islink(spath) and os.path.dirname(os.path.realpath(spath)) != os.path.realpath(folder):
+    # a link may only lead where the index itself lives (a Hugging Face cache links both to blobs/)
+    homes = {os.path.realpath(folder), os.path.dirname(os.path.realpath(index_path))}
+    if os.path.islink(spath) and os.path.dirname(os.path.realpath(spath)) not in homes:
         raise UnsafeCheckpointError(message(
             f"shard {name} of {base} is a link out of its folder", expected="shard files next to the index",
             fix="copy the shard into the folder instead of linking it",
