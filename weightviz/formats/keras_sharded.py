@@ -128,7 +128,7 @@ class _Merge:
 
     def __init__(self, index_path, wmap):
         import h5py
-        self.path, self.wmap = index_path, wmap
+        self.path, self.wmap, self.group_type = index_path, wmap, h5py.Group
         self.skel = h5py.File(io.BytesIO(), "w")
         self.entries: dict[str, object] = {}       # "layers/dense/vars/0" -> TensorEntry
         self.found: set[tuple[str, str]] = set()   # (vars path, shard) pairs holding variables
@@ -137,7 +137,6 @@ class _Merge:
     def shard(self, name, spath):
         """Merge one shard (opened, read and closed here)."""
         import h5py
-        self.group_type = h5py.Group
         try:
             f = h5py.File(spath, "r", locking=False)
         except Exception as e:  # noqa: BLE001
