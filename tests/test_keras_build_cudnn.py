@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 import weightviz  # noqa: E402
 from weightviz.errors import MismatchError, UnsupportedLayerError  # noqa: E402
 from weightviz.keras import build_from_checkpoint, build_model  # noqa: E402
+from tests.test_keras_build import io, npz_weights as weights_of  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "keras_models"
 TOL = 1e-5
@@ -29,23 +30,12 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def data():
-    with np.load(FIX / "k2_cudnn_io.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return io("k2_cudnn")
 
 
 @pytest.fixture(scope="module")
 def arch():
     return json.loads((FIX / "k2_cudnn.json").read_text())
-
-
-def weights_of(data):
-    def weights(layer):
-        out, i = [], 0
-        while f"w:{layer}:{i}" in data:
-            out.append(data[f"w:{layer}:{i}"])
-            i += 1
-        return out
-    return weights
 
 
 def max_error(model, data) -> float:
