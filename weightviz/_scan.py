@@ -99,6 +99,8 @@ class Chunks:
 # ---------------------------------------------------------------- the scan
 
 _ROW = 8192      # BLAS dot on rows this short: OpenBLAS stays on one thread (it spins under load)
+_ONES = np.ones(_ROW)                 # read-only row of ones for BLAS row sums
+_ONES.flags.writeable = False
 _vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("ij,ij->i", a, b))
 
 
@@ -106,15 +108,7 @@ def _sum(d: np.ndarray) -> float:
     """Float64 sum by BLAS matrix-vector products over 8192-element rows (faster than
     NumPy's pairwise sum of a float64 array; as accurate for these row lengths)."""
     k = d.size // _ROW * _ROW
-    return float((d[:k].reshape(-1, _ROW) @ _ones()).sum()) + float(np.add.reduce(d[k:]))
-
-
-def _ones(_cache=[]) -> np.ndarray:  # noqa: B006 - one read-only row of ones, made once
-    if not _cache:
-        o = np.ones(_ROW)
-        o.flags.writeable = False
-        _cache.append(o)
-    return _cache[0]
+    return float((d[:k].reshape(-1, _ROW) @ _ONES).sum()) + float(np.add.reduce(d[k:]))
 
 
 def _sumsq(d: np.ndarray) -> float:

@@ -28,18 +28,15 @@ def attr(obj, name: str, *, path, default=None, also=()):
     type (a one-bit change found by fuzzing turns a string list into a 'sequence').
     Variable-length strings are read by ``_h5_sandbox`` in a child process (``also``: more
     objects whose ``name`` attribute is read in the same round trip, see ``prefetch``)."""
-    from h5py import h5a, h5t
-    try:
-        if name not in obj.attrs:
-            return default
-        tid = h5a.open(obj.id, name.encode("utf-8")).get_type()
-    except Exception as e:  # noqa: BLE001 - any h5py failure is a corrupt file
-        raise corrupt(f"cannot read the HDF5 attribute {name!r}", path, e) from None
+    from h5py import h5t
+    tid = _stored_type(obj, name, path)
+    if tid is None:
+        return default
     if not isinstance(tid, (h5t.TypeStringID, h5t.TypeIntegerID, h5t.TypeFloatID, h5t.TypeEnumID)):
         raise corrupt(f"the HDF5 attribute {name!r} has a {type(tid).__name__[4:-2] or 'strange'} type",
                       path, expected="strings or numbers, as Keras writes them",
                       fix="the file is damaged or was crafted; re-save the model")
-    if isinstance(tid, h5t.TypeStringID) and tid.is_variable_str():
+    if _is_vlen_str(tid):
         # kept in the global heap, where a damaged size makes libhdf5 loop forever: read in
         # a child process that can be stopped (numbers and fixed-length strings never go there)
         from . import _h5_sandbox
@@ -70,19 +67,29 @@ def names_attr(group, name, path) -> list[str]:
 def prefetch(objs, name: str, *, path) -> None:
     """Read attribute ``name`` of many objects ahead, 1,000 per round trip to the string
     worker (a Keras file has one per layer); ``attr`` then finds them read."""
-    objs = [o for o in objs if _is_vlen_str(o, name)]   # the others are read in-process
+    def vlen(o):
+        try:
+            return _is_vlen_str(_stored_type(o, name, path))
+        except CorruptFileError:       # attr() reports it when the reader asks for it
+            return False
+    objs = [o for o in objs if vlen(o)]   # the others are read in-process
     for i in range(0, len(objs), 1000):
         attr(objs[i], name, path=path, also=objs[i + 1:i + 1000])
 
 
-def _is_vlen_str(obj, name: str) -> bool:
-    from h5py import h5a, h5t
+def _stored_type(obj, name: str, path):
+    """The stored datatype of attribute ``name`` (None when absent), data unread."""
+    from h5py import h5a
     try:
         if name not in obj.attrs:
-            return False
-        tid = h5a.open(obj.id, name.encode("utf-8")).get_type()
-    except Exception:  # noqa: BLE001 - attr() reports it when the reader asks for it
-        return False
+            return None
+        return h5a.open(obj.id, name.encode("utf-8")).get_type()
+    except Exception as e:  # noqa: BLE001 - any h5py failure is a corrupt file
+        raise corrupt(f"cannot read the HDF5 attribute {name!r}", path, e) from None
+
+
+def _is_vlen_str(tid) -> bool:
+    from h5py import h5t
     return isinstance(tid, h5t.TypeStringID) and tid.is_variable_str()
 
 
