@@ -15,7 +15,7 @@ import weightviz
 from weightviz import _scan
 from weightviz.checkpoint import Checkpoint, DataLocation, TensorEntry
 from weightviz.errors import WeightvizError
-from weightviz.stats import FLAGS, StatsTable, as_checkpoint, stats, tensor_stats
+from weightviz.statistics import FLAGS, StatsTable, as_checkpoint, stats, tensor_stats
 
 
 def reference(values, numel=None):
@@ -392,7 +392,7 @@ def test_progress_bar_only_when_asked(capsys):
 
 
 def test_verb_survives_submodule_import():
-    import weightviz.stats  # noqa: F401  (rebinds the package attribute to the module)
+    import weightviz.statistics  # noqa: F401
     assert isinstance(weightviz.stats({"a": np.ones(3)}), StatsTable)
 
 

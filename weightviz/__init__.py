@@ -1,7 +1,9 @@
 """weightviz: open, inspect, check and load neural-network weight files.
 
 The public verbs live here and nothing else; each imports its module on first
-use so ``import weightviz`` stays light (no torch, no matplotlib).
+use so ``import weightviz`` stays light (no torch, no matplotlib).  No module shares a
+verb's name (``builders`` builds, ``statistics`` computes ``stats``), so importing any
+submodule never rebinds a verb.
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ def open(path, *, format: str | None = None, **options):  # noqa: A001 - the ver
 
 
 def build(source, **kwargs):
-    from .build import build as _build
+    from .builders import build as _build
     return _build(source, **kwargs)
 
 
 def build_mlp(weights, biases=None, activations=None, **kwargs):
-    from .build import build_mlp as _build_mlp
+    from .builders import build_mlp as _build_mlp
     return _build_mlp(weights, biases, activations, **kwargs)
 
 
@@ -44,7 +46,7 @@ def load(model, source, *args, **kwargs):
 
 
 def stats(source, **kwargs):
-    from .stats import stats as _stats
+    from .statistics import stats as _stats
     return _stats(source, **kwargs)
 
 
@@ -66,28 +68,3 @@ def browse(source, **kwargs):
 def predict(model, samples, **kwargs):
     from .widgets import predict as _predict
     return _predict(model, samples, **kwargs)
-
-
-# `import weightviz.build` (or `.stats`, ...) makes Python set the package attribute of the
-# same name to that submodule, replacing the verb above, so a second `weightviz.build(...)`
-# would call a module.  A submodule that shares a verb's name is therefore made callable,
-# forwarding to the verb: `weightviz.build(...)` keeps working, and so does
-# `import weightviz.build as m; m.build_mlp`.
-def _keep_verbs_callable() -> None:
-    import sys
-    import types
-
-    verbs = {n: globals()[n] for n in __all__ if n[0].islower()}
-
-    class _Package(types.ModuleType):
-        def __setattr__(self, name, value):
-            verb = verbs.get(name)
-            if verb is not None and isinstance(value, types.ModuleType) and not callable(value):
-                value.__class__ = type("VerbModule", (types.ModuleType,), {
-                    "__call__": lambda self, *args, **kwargs: verb(*args, **kwargs)})
-            super().__setattr__(name, value)
-
-    sys.modules[__name__].__class__ = _Package
-
-
-_keep_verbs_callable()

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _fail(f"--kwargs must be a JSON object, got {type(kwargs).__name__}")
         if os.getcwd() not in sys.path:  # `--model mymodels:Net` from the project directory
             sys.path.insert(0, os.getcwd())
-        from .build import from_import_path
+        from .importpath import from_import_path
         from .match import check
         model = from_import_path(args.model, kwargs)
         report = check(model, open_checkpoint(args.file, format=args.format), data=not args.headers_only)

@@ -71,7 +71,7 @@ def _entry(name: str, v) -> TensorEntry:
 def resolve_model(model, kwargs: dict | None):
     """The nn.Module itself, or one built from an import path "pkg.module:Class"."""
     if isinstance(model, str):
-        from .build import from_import_path
+        from .importpath import from_import_path
         return from_import_path(model, kwargs or {})
     if kwargs:
         raise WeightvizError(message("kwargs= was given with a model object",

@@ -5,7 +5,7 @@ or touches pyplot's "current" figure/axes.  When ``ax`` is None a new figure is 
 with ``plt.subplots`` (a pyplot-managed figure), so in Jupyter (``%matplotlib inline``)
 it displays at the end of the cell like any pandas/seaborn plot; close it with
 ``plt.close(ax.figure)`` when drawing many in a loop.  Histograms are drawn with
-``ax.stairs`` over counts precomputed by :mod:`weightviz.stats` (one streaming scan).
+``ax.stairs`` over counts precomputed by :mod:`weightviz.statistics` (one streaming scan).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _clip_range(clip) -> tuple[float, float] | None:
 
 
 def _tensor_hist(ckpt, table, name, bins, pct):
-    from .stats import tensor_stats
+    from .statistics import tensor_stats
     if ckpt is None:
         s = table[name]
         if pct is not None:
@@ -180,7 +180,7 @@ def plot_overview(source, ax=None, *, max_labels: int = 60):
     thinned to about ``max_labels`` (flagged tensors always labelled).  ``source`` may
     be a StatsTable (no rescan).  Integer/bool buffers and empty tensors are left out
     (counted in the title)."""
-    from .stats import StatsTable, stats
+    from .statistics import StatsTable, stats
     table = source if isinstance(source, StatsTable) else stats(source)
     rows = [s for s in table.values()
             if s.numel and not ({"integer", "bool"} & set(s.flags))]

@@ -56,7 +56,7 @@ def v_open(path):
 
 def v_stats(path):
     import weightviz as wv
-    from weightviz.stats import FLAGS
+    from weightviz.statistics import FLAGS
     st = wv.stats(path, progress=False)
     return {"status": "ok", "count": len(st), "flags": sorted(f for f in FLAGS if st.flagged(f)),
             "text": _cap(repr(st)), "html": _cap(st._repr_html_())}
