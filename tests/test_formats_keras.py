@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from weightviz.errors import CorruptFileError, UnsafeCheckpointError, WeightvizError
-from weightviz.formats import keras_h5, keras_json, keras_zip
+from weightviz.formats import keras_h5, keras_json, keras_store, keras_zip
 
 D = os.path.join(os.path.dirname(__file__), "fixtures", "keras_io")
 
@@ -418,7 +418,7 @@ def test_tf_keras_style_keras_zip(tmp_path):
     ("dense_2", "dense/bias:0", "dense_2/dense/bias"),
 ])
 def test_legacy_tensor_name_rules(group, weight, name):
-    assert keras_h5.tensor_name(group, weight) == name
+    assert keras_store.tensor_name(group, weight) == name
 
 
 def test_regroup_follows_sub_model_config_order():
@@ -429,10 +429,10 @@ def test_regroup_follows_sub_model_config_order():
         {"class_name": "Dense", "config": {"name": "a"}},
         {"class_name": "BatchNormalization", "config": {"name": "b"}},
         {"class_name": "Dense", "config": {"name": "c"}}]}
-    assert keras_h5.regroup(stored, "m", entry) == [
+    assert keras_store.regroup(stored, "m", entry) == [
         "m/frozen/moving_mean", "m/a/kernel", "m/b/gamma", "m/b/beta", "m/b/moving_mean",
         "m/b/moving_variance", "m/c/kernel"]
-    assert keras_h5.regroup(stored, "m", None)[:5] == [
+    assert keras_store.regroup(stored, "m", None)[:5] == [
         "m/a/kernel", "m/b/gamma", "m/b/beta", "m/b/moving_mean", "m/b/moving_variance"]
 
 

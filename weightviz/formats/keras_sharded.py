@@ -13,7 +13,7 @@ shards; its ``vars`` group then appears in each, its ``name`` attribute only in 
 
 The shards' group trees are merged, in shard order, into an in-memory skeleton (groups,
 ``name`` attributes, empty placeholders for the variables) that the ``.weights.h5`` walk
-of :mod:`keras_h5` names and orders, so the tensors come out exactly as from the unsharded
+of :mod:`keras_store` names and orders, so the tensors come out exactly as from the unsharded
 file; each tensor is a lazy entry on its own shard, made while that shard was open through
 the same safe HDF5 code (hard links only, string attributes in the sandbox worker, no
 external storage or filter plugins). Shard names must be plain file names in the index's
@@ -31,7 +31,7 @@ from ..checkpoint import Checkpoint
 from ..errors import CorruptFileError, UnsafeCheckpointError, WeightvizError, message
 from . import _h5_sandbox
 from . import keras_common as kc
-from . import keras_h5
+from . import keras_h5, keras_store
 from . import keras_safe_h5 as sh
 from . import sniff as _sniff
 
@@ -142,7 +142,7 @@ class _Merge:
         except Exception as e:  # noqa: BLE001
             raise sh.corrupt("cannot open the HDF5 shard", spath, e, expected="a .weights.h5 shard written by Keras",
                              fix="download the shard again") from None
-        kw = dict(path=spath, opener=keras_h5.opener_for(spath), file_size=os.path.getsize(spath), mmap_path=spath)
+        kw = dict(path=spath, opener=keras_store.opener_for(spath), file_size=os.path.getsize(spath), mmap_path=spath)
         with f, _h5_sandbox.reading():
             groups: list = []
             self._collect(f, "", 0, set(), groups, spath)
@@ -218,7 +218,7 @@ def read(path, *, architecture=None, **options) -> Checkpoint:
     wmap, index_meta = load_index(path)
     shards = list(dict.fromkeys(s for names in wmap.values() for s in names))
     paths = [shard_path(path, s) for s in shards]       # all checked before any is opened
-    arch = keras_h5._arch_option(architecture, path)
+    arch = keras_h5.architecture_option(architecture, path)
     _h5_sandbox.warm_up()
     merge = None
     try:
@@ -226,10 +226,10 @@ def read(path, *, architecture=None, **options) -> Checkpoint:
         for s, sp in zip(shards, paths):
             merge.shard(s, sp)
         merge.check_complete()
-        if keras_h5.layout(merge.skel) == "v3":
-            ck = keras_h5._read_v3(merge.skel, arch, {"path": path}, entry=merge.entry)
+        if keras_store.layout(merge.skel) == "v3":
+            ck = keras_store.read_v3(merge.skel, arch, {"path": path}, entry=merge.entry)
         elif not merge.entries:       # a model without weights: Keras writes an empty weight_map
-            ck = Checkpoint({}, "keras-h5", path, arch, keras_h5._meta(arch, None, "keras-weights-sharded"), {}, {})
+            ck = Checkpoint({}, "keras-h5", path, arch, keras_store.store_metadata(arch, None, "keras-weights-sharded"), {}, {})
         else:
             raise _bad(path, "its shards hold no Keras weights tree", expected="layers/<name>/vars groups")
     except WeightvizError:

@@ -17,7 +17,7 @@ from ..errors import CorruptFileError, UnsafeCheckpointError, WeightvizError, me
 from . import keras_common as kc
 from . import _h5_sandbox
 from . import keras_safe_h5 as sh
-from . import keras_h5, keras_json
+from . import keras_json, keras_store
 
 from .limits import KERAS_MAX_INFLATED as MAX_INFLATED, KERAS_ZIP_MAX_MEMBERS as MAX_MEMBERS  # noqa: E402
 from .limits import ZIP_MAX_RATIO as MAX_RATIO, ZIP_RATIO_SLACK  # noqa: E402
@@ -169,7 +169,7 @@ def read(path, **options) -> Checkpoint:
                     window = _Window(path, start, length)
                     _h5_sandbox.register_fileobj(window, {"file": path, "offset": start, "length": length})
                     return h5py.File(window, "r")
-                ck = keras_h5.read_store(opener, path, file_size=length, mmap_path=path, base_offset=start,
+                ck = keras_store.read_store(opener, path, file_size=length, mmap_path=path, base_offset=start,
                                          architecture=arch, fmt="keras", metadata=meta)
             else:
                 if info.file_size > MAX_INFLATED:
@@ -183,7 +183,7 @@ def read(path, **options) -> Checkpoint:
                     _h5_sandbox.register_fileobj(fileobj, {"file": path, "member": info.filename,
                                                            "size": info.file_size})
                     return h5py.File(fileobj, "r")
-                ck = keras_h5.read_store(opener, path, file_size=len(data), architecture=arch,
+                ck = keras_store.read_store(opener, path, file_size=len(data), architecture=arch,
                                          fmt="keras", metadata=meta)
     except WeightvizError:
         raise

@@ -352,3 +352,31 @@ def iter_layers(model: ModelSpec):
         yield sp
         if sp.inner is not None:
             yield from iter_layers(sp.inner)
+
+
+def call_order(model: ModelSpec) -> list[tuple[Any, int]]:
+    """(LayerSpec, node_index) for every call, each after the calls it depends on."""
+    ready = {r for r in model.inputs}
+    pending = [(sp, k) for sp in model.layers if sp.class_name != "InputLayer"
+               for k in range(len(sp.nodes))]
+    order = []
+    while pending:
+        rest = []
+        for sp, k in pending:
+            node = sp.nodes[k]
+            if all(Ref(r.layer, r.node, 0) in ready or r in ready
+                   for r in _walk_refs([node.args, node.kwargs])):
+                order.append((sp, k))
+                ready.add(Ref(sp.name, k, 0))
+            else:
+                rest.append((sp, k))
+        if len(rest) == len(pending):
+            missing = sorted({r.layer for sp, k in rest for r in
+                              _walk_refs([sp.nodes[k].args, sp.nodes[k].kwargs])})
+            raise CorruptFileError(message(
+                f"Keras model {model.name!r}: the calls of layers "
+                f"{[sp.name for sp, _ in rest][:5]} depend on tensors that are never produced",
+                expected="a connected layer graph from the model inputs",
+                got=f"inputs referenced: {missing[:10]}"))
+        pending = rest
+    return order

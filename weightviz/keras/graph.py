@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import CorruptFileError, WeightvizError, message
-from .config import ModelSpec, Node, Ref, _walk_refs
+from .config import ModelSpec, Node, Ref, _walk_refs, call_order
 from .registry import CONVERTERS, Context
 
 _RESERVED = set(dir(nn.Module)) | {"forward", "summary", "keras_name", "keras_version", "training"}
@@ -33,32 +33,6 @@ def sanitize(name: str, taken: set[str]) -> str:
     return attr
 
 
-def call_order(model: ModelSpec) -> list[tuple[Any, int]]:
-    """(LayerSpec, node_index) for every call, each after the calls it depends on."""
-    ready = {r for r in model.inputs}
-    pending = [(sp, k) for sp in model.layers if sp.class_name != "InputLayer"
-               for k in range(len(sp.nodes))]
-    order = []
-    while pending:
-        rest = []
-        for sp, k in pending:
-            node = sp.nodes[k]
-            if all(Ref(r.layer, r.node, 0) in ready or r in ready
-                   for r in _walk_refs([node.args, node.kwargs])):
-                order.append((sp, k))
-                ready.add(Ref(sp.name, k, 0))
-            else:
-                rest.append((sp, k))
-        if len(rest) == len(pending):
-            missing = sorted({r.layer for sp, k in rest for r in
-                              _walk_refs([sp.nodes[k].args, sp.nodes[k].kwargs])})
-            raise CorruptFileError(message(
-                f"Keras model {model.name!r}: the calls of layers "
-                f"{[sp.name for sp, _ in rest][:5]} depend on tensors that are never produced",
-                expected="a connected layer graph from the model inputs",
-                got=f"inputs referenced: {missing[:10]}"))
-        pending = rest
-    return order
 
 
 def _resolve(x: Any, env: dict) -> Any:
@@ -240,7 +214,7 @@ def make_module(sp, args, kwargs, weights, ctx: Context) -> nn.Module:
     from .nested import PreSplit, as_array, build_nested
     ws = weights(sp.name)
     if sp.inner is not None:
-        return build_nested(sp, args, ws, ctx)
+        return build_nested(sp, args, ws, ctx, build=build_graph)
     conv = CONVERTERS[sp.class_name]
     if ws is not None and not isinstance(ws, PreSplit):
         names = [getattr(w, "name", None) for w in ws]

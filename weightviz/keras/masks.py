@@ -17,7 +17,7 @@ building.
 from __future__ import annotations
 
 from ..errors import UnsupportedLayerError, message
-from .config import LayerSpec, ModelSpec, Ref, _walk_refs
+from .config import LayerSpec, ModelSpec, Ref, _walk_refs, call_order
 from .registry import Context
 
 PROPAGATE = {"Dense", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
@@ -57,7 +57,6 @@ def _where(sp: LayerSpec, model: ModelSpec) -> str:
 def check(model: ModelSpec, ctx: Context) -> bool:
     """Refuse masks reaching layers whose masked behaviour is not reproduced; True when the
     model produces any mask (so the runtime mask bookkeeping is needed)."""
-    from .graph import call_order
     masked: set = set()
     any_mask = False
     for sp, k in call_order(model):

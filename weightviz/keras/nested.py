@@ -82,8 +82,10 @@ def split(model: ModelSpec, flat: list, names: list | None, ctx: Context, prefer
     return results
 
 
-def build_nested(sp: LayerSpec, args, flat, ctx: Context, weights_names=None):
-    from .graph import build_graph
+def build_nested(sp: LayerSpec, args, flat, ctx: Context, weights_names=None, *, build):
+    """A nested model's module: ``build`` (the graph builder, passed in by the caller so this
+    module never imports it) runs once per candidate split of ``flat`` until one fits."""
+    build_graph = build
     x = args[0]
     examples = list(x) if isinstance(x, (list, tuple)) else [x]
     inner = sp.inner
