@@ -2,7 +2,8 @@
 imports flowing one way (formats -> checkpoint -> build/match -> stats -> plots -> widgets/CLI).
 
 Every ``from . import`` / ``from .x import`` in a module, at the top or inside a function,
-must point to a module on its own level or a lower one.
+must point to a module on its own level or a lower one, and no chain of such imports may lead
+back to where it started (a cycle means a piece sits in the wrong module).
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ MAX_LINES = 400
 
 # lowest first; a module may import from its own level and the ones before it
 LEVELS = [
-    {"errors", "dtypes", "render", "_widen", "formats.limits"},
+    {"errors", "dtypes", "render", "_widen", "_kernels", "formats.limits", "importpath"},
     {"checkpoint", "names"},
     {"formats"},
-    {"keras", "build", "match", "report", "inference", "demo", "demo_models", "_scan"},
-    {"stats"},
+    {"keras", "builders", "match", "report", "inference", "demo", "demo_models", "_scan"},
+    {"statistics"},
     {"images", "plots"},
     {"widgets", "cli", "__init__"},
 ]
@@ -79,3 +80,90 @@ def test_the_check_would_catch_an_upward_import(tmp_path):
     got = _imports(src, "formats.x")
     assert got == {"plots", "formats.sniff"}
     assert _level("plots") > _level("formats.x")
+
+
+MODULES = {_module(p): p for p in SOURCES}
+
+
+def _graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """module -> the weightviz modules it imports (a name imported from a package that is not
+    a module of its own, ``from .errors import message``, counts as its module)."""
+    def owner(name: str) -> str:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+    return {m: {owner(x) for x in _imports(p, m)} - {m, ""} for m, p in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(root):
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_no_import_cycles():
+    cycles = _cycles(_graph(MODULES))
+    assert not cycles, f"modules that import each other (move the shared piece down): {cycles}"
+
+
+def test_the_cycle_check_would_catch_a_function_level_cycle(tmp_path):
+    (tmp_path / "a.py").write_text("from .b import f\n")
+    (tmp_path / "b.py").write_text("def f():\n    from .c import g\n")
+    (tmp_path / "c.py").write_text("def g():\n    from . import a\n")
+    (tmp_path / "d.py").write_text("from .a import x\n")
+    mods = {p.stem: p for p in sorted(tmp_path.glob("*.py"))}
+    assert _cycles(_graph(mods)) == [["a", "b", "c"]]
+
+
+def test_no_module_shares_a_verb_name():
+    import weightviz
+    verbs = {n for n in weightviz.__all__ if n[0].islower()}
+    clash = sorted(verbs & {m.split(".")[0] for m in MODULES})
+    assert not clash, f"modules named like a public verb (import weightviz.X would rebind it): {clash}"
+
+
+def test_importing_every_submodule_leaves_the_verbs_alone():
+    code = ("import importlib, pkgutil, weightviz; before = {n: getattr(weightviz, n) for n in weightviz.__all__}; "
+            "[importlib.import_module(m.name) for m in pkgutil.walk_packages(weightviz.__path__, 'weightviz.')]; "
+            "changed = [n for n, v in before.items() if getattr(weightviz, n) is not v]; print(changed)")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
