@@ -174,7 +174,7 @@ def test_outside_traps_are_real(tmp_path):
 
 
 def test_limits_live_in_one_place():
-    """The readers take their limits from weightviz/formats/limits.py (documented in the README)."""
+    """The readers take their limits from weightviz/formats/limits.py (documented in docs/safety.md, linked from the README)."""
     from weightviz.formats import (_h5_sandbox, _unpickle, _unwrap, _zip, hdf5_file, keras_common,
                                    keras_safe_h5, keras_zip, limits, numpy_file, safetensors_file,
                                    sniff, torch_file)
@@ -192,5 +192,9 @@ def test_limits_live_in_one_place():
              (keras_safe_h5.MAX_DEPTH, limits.HDF5_MAX_DEPTH),
              (_h5_sandbox.HDF5_ATTRIBUTE_TIMEOUT_S, limits.HDF5_ATTRIBUTE_TIMEOUT_S)]
     assert all(a == b for a, b in pairs)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert "## Safety: what weightviz refuses and why" in readme and "weightviz/formats/limits.py" in readme
+    root = Path(__file__).resolve().parents[1]
+    safety = (root / "docs" / "safety.md").read_text(encoding="utf-8")
+    assert safety.startswith("# Safety: what weightviz refuses and why")
+    assert "](../weightviz/formats/limits.py)" in safety
+    assert "(docs/safety.md)" in (root / "README.md").read_text(encoding="utf-8")
+    assert f"{limits.HDF5_ATTRIBUTE_TIMEOUT_S} s to read" in safety
