@@ -1,14 +1,19 @@
-"""Streaming kernels behind :mod:`weightviz.stats`: one tensor, bounded memory.
+"""Streaming kernels behind :mod:`weightviz.statistics`: one tensor, bounded memory.
 
 A tensor is read through ``TensorEntry.raw()`` (a read-only memory map when the
 bytes lie plainly in the file) in chunks of ``CHUNK`` elements.  Each chunk is
 widened to native float32/float64 (:mod:`weightviz._widen`), then:
 
-* pass A: finite min/max per chunk, which fixes the histogram range;
-* pass B: zero/NaN/Inf counts, float64 sums of ``x-K`` and of its square (BLAS
+* :func:`first_pass`: finite min/max per chunk; :func:`plan` turns those into the
+  histogram range, the shift and the dead-unit layout (a :class:`Plan`);
+* :func:`second_pass`: zero/NaN/Inf counts, float64 sums of ``x-K`` and of its square (BLAS
   products over 8192-element rows), the histogram over the finite range
   (``fast_histogram``, which leaves out the upper edge: those values are added
-  back) and per-unit zero counts (dead units).
+  back) and per-unit zero counts (dead units), as a ``_Part`` per chunk;
+* :func:`merge`: the parts, in chunk order, into one tensor's :class:`Moments`.
+
+:class:`Scanner` runs these steps on threads; the same steps can run chunk by chunk on
+other processes (the plan is plain numbers) and merge to the same result.
 
 The histogram is most of the cost: ``fast_histogram`` bins about one float64 value
 per nanosecond (one counter array, so each increment waits on the last), about 5x a
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernels import finite_minmax, sum_rows, sumsq_rows, histogram1d
 from ._widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
 
 CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
@@ -37,7 +43,7 @@ _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 @dataclass
 class Moments:
-    """Raw per-tensor results of a scan (plain numbers; stats.py turns them into TensorStats)."""
+    """Raw per-tensor results of a scan (plain numbers; statistics.py turns them into TensorStats)."""
     numel: int = 0
     finite: int = 0                 # counts of finite, NaN, Inf and zero elements
     nan: int = 0
@@ -98,60 +104,6 @@ class Chunks:
 
 # ---------------------------------------------------------------- the scan
 
-_ROW = 8192      # BLAS dot on rows this short: OpenBLAS stays on one thread (it spins under load)
-_ONES = np.ones(_ROW)                 # read-only row of ones for BLAS row sums
-_ONES.flags.writeable = False
-_vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("ij,ij->i", a, b))
-
-
-def _sum(d: np.ndarray) -> float:
-    """Float64 sum by BLAS matrix-vector products over 8192-element rows (faster than
-    NumPy's pairwise sum of a float64 array; as accurate for these row lengths)."""
-    k = d.size // _ROW * _ROW
-    return float((d[:k].reshape(-1, _ROW) @ _ONES).sum()) + float(np.add.reduce(d[k:]))
-
-
-def _sumsq(d: np.ndarray) -> float:
-    """Float64 sum of squares by single-threaded BLAS dot products over 8192-element rows."""
-    k = d.size // _ROW * _ROW
-    rows = d[:k].reshape(-1, _ROW)
-    return float(_vecdot(rows, rows).sum()) + float(np.dot(d[k:], d[k:]))
-
-def histogram1d(x, bins, rng):
-    """fast_histogram's histogram1d (values equal to the upper edge left out); a NumPy
-    fallback with the same semantics when fast-histogram is not installed."""
-    try:
-        from fast_histogram import histogram1d as fast
-    except ImportError:
-        fast = None
-    width = float(rng[1]) - float(rng[0])
-    if width > 0 and not np.isfinite(bins / width):
-        # a range of subnormal width: bins / width overflows, fast_histogram then indexes out of
-        # bounds and crashes, np.histogram refuses (found by fuzzing); scale by width first
-        t = (np.asarray(x, dtype=np.float64) - float(rng[0])) / width
-        idx = (t[(t >= 0) & (t < 1)] * bins).astype(np.int64)
-        return np.bincount(np.minimum(idx, bins - 1), minlength=bins).astype(np.float64)
-    if fast is None:
-        counts = np.histogram(x, bins, rng)[0].astype(np.float64)
-        counts[-1] -= np.count_nonzero(x == rng[1])
-        return counts
-    return fast(x, bins, rng)
-
-
-def _finite_minmax(x: np.ndarray):
-    """(min, max, has_nonfinite) over the finite values of a float chunk."""
-    if x.size == 0:
-        return np.inf, -np.inf, False
-    mn = float(np.minimum.reduce(x))
-    mx = float(np.maximum.reduce(x))
-    if np.isfinite(mn) and np.isfinite(mx):
-        return mn, mx, False
-    f = x[np.isfinite(x)]
-    if f.size == 0:
-        return np.inf, -np.inf, True
-    return float(f.min()), float(f.max()), True
-
-
 _MERGE = (("zeros", "zeros"), ("nan", "nan"), ("inf", "inf"), ("finite", "finite"),
           ("underflow", "under"), ("overflow", "over"))
 
@@ -183,9 +135,155 @@ class _Buffers:
         return w
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What the first pass fixes for the second: histogram range, the shift ``K`` (keeps
+    the variance exact), a power-of-two ``scale`` for values near float64's limit, and the
+    dead-unit layout.  Built by :func:`plan`; plain numbers, so it can be shipped to a
+    worker process and the same plan gives the same counts anywhere."""
+    bins: int
+    hlo: float
+    hhi: float
+    K: float
+    scale: float
+    big: bool
+    clipped: bool
+    axis: str | None
+    units: int
+    per_unit: int
+    lo: float
+    hi: float
+
+
+def first_pass(buf: "_Buffers", flat: np.ndarray, dtype: str):
+    """Pass A over one chunk of raw elements: (finite min, finite max, has non-finite)."""
+    return finite_minmax(buf.widener(dtype, flat.dtype)(flat))
+
+
+def plan(ranges, numel: int, shape: tuple, *, bins: int = 100, limits=None,
+         unit_axis: str | None = None, transposed: bool = False, chunk: int = CHUNK) -> Plan:
+    """Combine the first pass's per-chunk ranges into the :class:`Plan` of the second."""
+    lo = min((r[0] for r in ranges), default=np.inf)
+    hi = max((r[1] for r in ranges), default=-np.inf)
+    has_finite = lo <= hi
+    # histogram range: explicit, else finite [min, max] (numpy's +-0.5 when constant)
+    hlo, hhi = ((float(limits[0]), float(limits[1])) if limits is not None
+                else (lo, hi) if has_finite and lo < hi
+                else (lo - 0.5, hi + 0.5) if has_finite else (0.0, 1.0))
+    hhi = hhi if hhi > hlo else hlo + 1.0
+    K = lo / 2 + hi / 2 if has_finite else 0.0
+    big = has_finite and max(abs(lo), abs(hi)) > 1e150
+    scale = 2.0 ** -int(np.log2(max(abs(lo), abs(hi)))) if big else 1.0
+    # dead-unit search: zeros per output unit (rows, or last-axis columns)
+    shape = tuple(reversed(shape)) if transposed else tuple(shape)
+    axis = {"first": "last", "last": "first"}.get(unit_axis) if transposed else unit_axis
+    units = (shape[0] if axis == "first" else shape[-1]) if len(shape) >= 2 else 0
+    if axis is None or numel == 0 or units == 0 or (axis == "last" and units > chunk):
+        axis, units = None, 0
+    return Plan(bins=int(bins), hlo=hlo, hhi=hhi, K=K, scale=scale, big=big,
+                clipped=limits is not None, axis=axis, units=units,
+                per_unit=numel // units if units else 0, lo=lo, hi=hi)
+
+
+def second_pass(buf: "_Buffers", flat: np.ndarray, dtype: str, start: int, rng, pl: Plan) -> "_Part":
+    """Pass B over one chunk (elements ``start:start + flat.size`` of the tensor, whose
+    first-pass range is ``rng``): counts, shifted sums, histogram, zeros per unit."""
+    cmn, cmx, nonfinite = rng
+    p = _Part()
+    x = buf.widener(dtype, flat.dtype)(flat)
+    m = x.size
+    zmask = np.equal(x, 0, out=buf.mask[:m])
+    p.zeros = int(np.count_nonzero(zmask))
+    if p.zeros and pl.axis is not None:
+        if pl.axis == "first":
+            u0, u1 = start // pl.per_unit, (start + m - 1) // pl.per_unit
+            cuts = np.arange(u0, u1 + 1) * pl.per_unit - start
+            cuts[0] = 0
+            p.units = (u0, np.add.reduceat(zmask, cuts))
+        else:
+            idx = (np.flatnonzero(zmask) + start) % pl.units
+            p.units = (0, np.bincount(idx, minlength=pl.units))
+    if nonfinite:
+        fin = np.isfinite(x)
+        p.nan = int(np.count_nonzero(np.isnan(x)))
+        x = x[fin]
+        p.inf = m - x.size - p.nan
+        m = x.size
+    p.finite = m
+    if m:
+        _moments(buf, x, p, pl, cmn, cmx)
+    return p
+
+
+def merge(parts, numel: int, pl: Plan) -> Moments:
+    """Sum the second pass's parts (in chunk order) into one tensor's :class:`Moments`."""
+    res = Moments(numel=int(numel), units=pl.units)
+    if pl.lo <= pl.hi:
+        res.min, res.max = pl.lo, pl.hi
+    s1 = s2 = 0.0
+    counts = np.zeros(pl.bins, np.float64)
+    unit_zeros = np.zeros(pl.units, np.int64) if pl.units else None
+    for p in parts:
+        for mine, theirs in _MERGE:
+            setattr(res, mine, getattr(res, mine) + getattr(p, theirs))
+        s1, s2 = s1 + p.s1, s2 + p.s2
+        if p.counts is not None:
+            counts += p.counts
+        if p.units is not None:
+            u0, z = p.units
+            unit_zeros[u0:u0 + z.size] += z
+    if res.finite:
+        n, K, scale = res.finite, pl.K, pl.scale
+        md = s1 / n
+        var = max(s2 / n - md * md, 0.0)
+        res.mean = K + md / scale
+        res.std = float(np.sqrt(var)) / scale
+        sq = s2 + 2 * (K * scale) * s1 + n * (K * scale) ** 2
+        res.norm = float(np.sqrt(max(sq, 0.0))) / scale
+    if unit_zeros is not None:
+        res.dead_units = int(np.count_nonzero(unit_zeros == pl.per_unit))
+    res.counts = np.rint(counts).astype(np.int64)
+    res.edges = np.linspace(pl.hlo, pl.hhi, pl.bins + 1)
+    return res
+
+
+def _moments(buf, x, p, pl: Plan, cmn, cmx):
+    """Shifted float64 sums and the histogram of one chunk of finite values."""
+    K, scale, bins, hlo, hhi = pl.K, pl.scale, pl.bins, pl.hlo, pl.hhi
+    m = x.size
+    d = buf.d64[:m]
+    # dtype=float64: with NumPy 2 promotion a Python float would keep float32 math
+    if pl.big:                             # tiny scale first, so nothing overflows
+        np.multiply(x, scale, out=d, dtype=np.float64)
+        np.subtract(d, K * scale, out=d)
+    else:                                  # cast, then subtract in place: ~30% faster
+        np.copyto(d, x)                    # than one mixed-dtype subtract
+        np.subtract(d, K, out=d)
+    p.s1 = sum_rows(d)
+    if pl.clipped or pl.big:
+        p.counts = histogram1d(x, bins, (hlo, hhi))
+        if cmn <= hhi <= cmx:              # fast_histogram leaves out x == upper edge
+            p.counts[-1] += np.count_nonzero(x == hhi)
+    else:
+        # bin the float64 copy d = x - K over the shifted range: fast_histogram reads
+        # float64 without converting.  Subtracting K is monotonic, so every d lies in
+        # [lo - K, hi - K]; only d == hi - K (left out by fast_histogram) is added back.
+        top = hhi - K
+        p.counts = histogram1d(d, bins, (hlo - K, top))
+        if cmx >= hhi:
+            p.counts[-1] += np.count_nonzero(d >= top)
+    p.s2 = sumsq_rows(d)
+    if pl.clipped:
+        if cmn < hlo:
+            p.under = int(np.count_nonzero(x < hlo))
+        if cmx > hhi:
+            p.over = int(np.count_nonzero(x > hhi))
+
+
 class Scanner:
-    """Scans tensors one after another; chunks of a long tensor run on a few threads
-    (NumPy, BLAS and fast_histogram release the GIL).  Reuse one Scanner for many tensors."""
+    """Runs the steps above for one tensor after another: read chunks, first pass, plan,
+    second pass, merge.  Chunks of a long tensor run on a few threads (NumPy, BLAS and
+    fast_histogram release the GIL).  Reuse one Scanner for many tensors."""
 
     def __init__(self, chunk: int | None = None, threads: int | None = None):
         import os
@@ -210,6 +308,8 @@ class Scanner:
             self._pool = None
 
     def _map(self, fn, items):
+        """``[fn(buffers, item) for item in items]``, on the pool when it pays."""
+        fn = self._with_buffers(fn)
         if len(items) < 2 or self.threads == 1:
             return [fn(it) for it in items]
         if self._pool is None:
@@ -239,138 +339,34 @@ class Scanner:
              on_bytes=None) -> Moments:
         """Statistics and histogram of one TensorEntry (see the module docstring)."""
         with np.errstate(all="ignore"):      # inf - inf, overflowing squares: handled
-            return self._scan(entry, bins, limits, unit_axis, on_bytes)
+            raw = entry.raw()
+            src = Chunks(raw, self.chunk)
+            bounds, dtype, per_byte = src.bounds(), entry.dtype, raw.dtype.itemsize
+            # a big tensor drops its mapped pages chunk by chunk in both passes; a smaller
+            # one keeps them until its memory map is closed (one munmap, no madvise calls)
+            release = raw.size * per_byte > RELEASE_BETWEEN_PASSES
 
-    def _scan(self, entry, bins, limits, unit_axis, on_bytes) -> Moments:
-        raw = entry.raw()
-        res = Moments(numel=int(raw.size))
-        src = Chunks(raw, self.chunk)
-        bounds = src.bounds()
-        per_byte = raw.dtype.itemsize
-        dtype, raw_dtype = entry.dtype, src.flat.dtype
-        # a big tensor drops its mapped pages chunk by chunk in both passes; a smaller
-        # one keeps them until its memory map is closed (one munmap, no madvise calls)
-        release = res.numel * per_byte > RELEASE_BETWEEN_PASSES
+            def pass_a(buf, ab):
+                r = first_pass(buf, src.flat[ab[0]:ab[1]], dtype)
+                if release:
+                    src.release(*ab)
+                return r
 
-        # pass A: finite range per chunk
-        def pass_a(buf, ab):
-            a, b = ab
-            r = _finite_minmax(buf.widener(dtype, raw_dtype)(src.flat[a:b]))
-            if release:
-                src.release(a, b)
-            return r
-        ranges = self._map(self._with_buffers(pass_a), bounds)
-        lo = min((r[0] for r in ranges), default=np.inf)
-        hi = max((r[1] for r in ranges), default=-np.inf)
-        has_finite = lo <= hi
-        if has_finite:
-            res.min, res.max = lo, hi
-        # histogram range: explicit, else finite [min, max] (numpy's +-0.5 when constant)
-        hlo, hhi = ((float(limits[0]), float(limits[1])) if limits is not None
-                    else (lo, hi) if has_finite and lo < hi
-                    else (lo - 0.5, hi + 0.5) if has_finite else (0.0, 1.0))
-        hhi = hhi if hhi > hlo else hlo + 1.0
-        K = lo / 2 + hi / 2 if has_finite else 0.0       # shift: keeps the variance exact
-        big = has_finite and max(abs(lo), abs(hi)) > 1e150
-        scale = 2.0 ** -int(np.log2(max(abs(lo), abs(hi)))) if big else 1.0
+            ranges = self._map(pass_a, bounds)
+            pl = plan(ranges, int(raw.size), entry.shape, bins=bins, limits=limits,
+                      unit_axis=unit_axis, transposed=src.transposed, chunk=self.chunk)
 
-        # dead-unit search: zeros per output unit (rows, or last-axis columns)
-        shape = entry.shape if not src.transposed else tuple(reversed(entry.shape))
-        axis = {"first": "last", "last": "first"}.get(unit_axis) if src.transposed else unit_axis
-        units = (shape[0] if axis == "first" else shape[-1]) if len(shape) >= 2 else 0
-        if axis is None or res.numel == 0 or units == 0 or (axis == "last" and units > self.chunk):
-            axis, units = None, 0
-        per_unit, res.units = (res.numel // units if units else 0), units
-        clipped = limits is not None
+            def pass_b(buf, job):
+                (a, b), rng = job
+                p = second_pass(buf, src.flat[a:b], dtype, a, rng, pl)
+                if release:
+                    src.release(a, b)
+                return p
 
-        def pass_b(buf, job):
-            (a, b), (cmn, cmx, nonfinite) = job
-            p = _Part()
-            x = buf.widener(dtype, raw_dtype)(src.flat[a:b])
-            m = x.size
-            zmask = np.equal(x, 0, out=buf.mask[:m])
-            p.zeros = int(np.count_nonzero(zmask))
-            if p.zeros and axis is not None:
-                if axis == "first":
-                    u0, u1 = a // per_unit, (b - 1) // per_unit
-                    cuts = np.arange(u0, u1 + 1) * per_unit - a
-                    cuts[0] = 0
-                    p.units = (u0, np.add.reduceat(zmask, cuts))
-                else:
-                    idx = (np.flatnonzero(zmask) + a) % res.units
-                    p.units = (0, np.bincount(idx, minlength=res.units))
-            if nonfinite:
-                fin = np.isfinite(x)
-                p.nan = int(np.count_nonzero(np.isnan(x)))
-                x = x[fin]
-                p.inf = m - x.size - p.nan
-                m = x.size
-            p.finite = m
-            if m:
-                self._moments(buf, x, p, K, scale, big, bins, hlo, hhi, cmn, cmx, clipped)
-            if release:
-                src.release(a, b)
-            return p
-
-        s1 = s2 = 0.0
-        counts = np.zeros(bins, np.float64)
-        unit_zeros = np.zeros(res.units, np.int64) if res.units else None
-        for p, (a, b) in zip(self._map(self._with_buffers(pass_b), list(zip(bounds, ranges))),
-                             bounds):
-            for mine, theirs in _MERGE:
-                setattr(res, mine, getattr(res, mine) + getattr(p, theirs))
-            s1, s2 = s1 + p.s1, s2 + p.s2
-            if p.counts is not None:
-                counts += p.counts
-            if p.units is not None:
-                u0, z = p.units
-                unit_zeros[u0:u0 + z.size] += z
+            parts = self._map(pass_b, list(zip(bounds, ranges)))
             if on_bytes is not None:
-                on_bytes((b - a) * per_byte)
-        if on_bytes is not None and not bounds:
-            on_bytes(0)
-        if res.finite:
-            n = res.finite
-            md = s1 / n
-            var = max(s2 / n - md * md, 0.0)
-            res.mean = K + md / scale
-            res.std = float(np.sqrt(var)) / scale
-            sq = s2 + 2 * (K * scale) * s1 + n * (K * scale) ** 2
-            res.norm = float(np.sqrt(max(sq, 0.0))) / scale
-        if unit_zeros is not None:
-            res.dead_units = int(np.count_nonzero(unit_zeros == per_unit))
-        res.counts = np.rint(counts).astype(np.int64)
-        res.edges = np.linspace(hlo, hhi, bins + 1)
-        return res
-
-    @staticmethod
-    def _moments(buf, x, p, K, scale, big, bins, hlo, hhi, cmn, cmx, clipped):
-        """Shifted float64 sums and the histogram of one chunk of finite values."""
-        m = x.size
-        d = buf.d64[:m]
-        # dtype=float64: with NumPy 2 promotion a Python float would keep float32 math
-        if big:                                # tiny scale first, so nothing overflows
-            np.multiply(x, scale, out=d, dtype=np.float64)
-            np.subtract(d, K * scale, out=d)
-        else:                                  # cast, then subtract in place: ~30% faster
-            np.copyto(d, x)                    # than one mixed-dtype subtract
-            np.subtract(d, K, out=d)
-        p.s1 = _sum(d)
-        if clipped or big:
-            p.counts = histogram1d(x, bins, (hlo, hhi))
-            if cmn <= hhi <= cmx:              # fast_histogram leaves out x == upper edge
-                p.counts[-1] += np.count_nonzero(x == hhi)
-        else:
-            # bin the float64 copy d = x - K over the shifted range: fast_histogram reads
-            # float64 without converting.  Subtracting K is monotonic, so every d lies in
-            # [lo - K, hi - K]; only d == hi - K (left out by fast_histogram) is added back.
-            top = hhi - K
-            p.counts = histogram1d(d, bins, (hlo - K, top))
-            if cmx >= hhi:
-                p.counts[-1] += np.count_nonzero(d >= top)
-        p.s2 = _sumsq(d)
-        if clipped:
-            if cmn < hlo:
-                p.under = int(np.count_nonzero(x < hlo))
-            if cmx > hhi:
-                p.over = int(np.count_nonzero(x > hhi))
+                for a, b in bounds:
+                    on_bytes((b - a) * per_byte)
+                if not bounds:
+                    on_bytes(0)
+            return merge(parts, raw.size, pl)
