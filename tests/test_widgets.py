@@ -277,14 +277,19 @@ def test_browser_lists_shapes_dtypes_and_flags():
     labels = {v[1]: lab for lab, v in b.tensor_list.options}
     assert "(4, 3)" in labels["a.weight"] and "(2, 3) float64" in labels["c.weight"]
     assert "float32" not in labels["a.weight"] and "float32 unless shown" in b.header.value
-    assert "constant" in labels["a.weight"] and "nan" in labels["a.bias"]
+    assert "⚑const" in labels["a.weight"] and "⚑nan" in labels["a.bias"]
+    # the flag column sits left of the name: a narrow list cuts the shape, never the flags
+    assert labels["a.bias"].index("⚑") < labels["a.bias"].index("a.bias")
+    assert len({lab.index(n) for n, lab in labels.items()}) == 1    # names stay aligned
     assert "nth-child(1)" in b.list_style.value   # flagged rows coloured
     b.filter.value = "nan"                        # the filter also matches flags
     assert b.visible == ["a.bias"]
+    b.filter.value = "constant"                   # by their full names too
+    assert b.visible == ["a.weight"]
 
 
 def test_browser_is_lazy_for_big_checkpoints(cnn_ckpt, monkeypatch):
-    import weightviz.stats as st
+    import weightviz.statistics as st
     calls = []
     real = st.tensor_stats
     monkeypatch.setattr(st, "tensor_stats", lambda e, **k: calls.append(e.name) or real(e, **k))

@@ -25,6 +25,9 @@ from ._base import Canvas, error_box, guarded, pin_text, short, style_tag
 EAGER_BYTES = 32 << 20
 
 #: Flags that colour a list row (the others, like ``integer``, are shown but not coloured).
+# the list's flag column is narrow: long flag names get a short form (the card spells them out)
+SHORT_FLAGS = {"single_value": "one", "all_zero": "zero", "constant": "const", "dead_units": "dead",
+               "outliers": "outl", "integer": "int", "complex": "cplx", "low_precision": "lowp"}
 WARN_FLAGS = frozenset({"nan", "inf", "all_zero", "constant", "dead_units", "outliers", "empty"})
 
 MARKS = {"ok": "✓", "missing": "✗", "unexpected": "+", "shape_mismatch": "≠", "transposed": "⇄",
@@ -52,7 +55,7 @@ class LayerBrowser(w.VBox):
 
     def __init__(self, source, *, model=None, bins: int = 100, eager: bool | None = None,
                  rows: int = 20, cache: int = 32):
-        from ..stats import as_checkpoint
+        from ..statistics import as_checkpoint
         self.ckpt: Checkpoint = as_checkpoint(source)
         self.bins = int(bins)
         self.names = list(self.ckpt)
@@ -65,7 +68,7 @@ class LayerBrowser(w.VBox):
         self.shown_panels: list[str] = []
         self.eager = self.ckpt.nbytes <= EAGER_BYTES if eager is None else bool(eager)
         if self.eager and self.names:
-            from ..stats import stats
+            from ..statistics import stats
             self._stats.update(stats(self.ckpt, bins=self.bins, progress=False))
 
         self.report = None
@@ -102,7 +105,7 @@ class LayerBrowser(w.VBox):
         self.structure = StructureView(cache_size=cache)
 
         left = w.VBox([self.filter, self.count, self.tensor_list, self.list_style],
-                      layout=w.Layout(width="330px", min_width="240px", flex="0 1 auto",
+                      layout=w.Layout(width="360px", min_width="240px", flex="0 1 auto",
                                       margin="0 10px 0 0"))
         left.add_class("wv-list")
         right = w.VBox([self.error, self.card, w.HBox([self.log_toggle, self.clip_toggle]),
@@ -144,7 +147,7 @@ class LayerBrowser(w.VBox):
     def tensor_stats(self, name: str):
         """The statistics of one tensor (computed on first use, then cached)."""
         if name not in self._stats:
-            from ..stats import tensor_stats
+            from ..statistics import tensor_stats
             self._stats[name] = tensor_stats(self.ckpt[name], bins=self.bins, fmt=self.ckpt.format)
         return self._stats[name]
 
@@ -164,28 +167,40 @@ class LayerBrowser(w.VBox):
                 f"selected={None if sel is None else repr(short(sel))})")
 
     # -- the list -------------------------------------------------------------------
-    def _label(self, name: str, width: int, shape_width: int) -> str:
+    def _flag_tag(self, name: str) -> str:
+        """The list's flag column: the first flag, short, and '+N' for more (the card
+        lists them all).  It sits left of the name, so a narrow list never hides it."""
+        s = self._stats.get(name)
+        if s is None or not s.flags:
+            return ""
+        more = f"+{len(s.flags) - 1}" if len(s.flags) > 1 else ""
+        return f"⚑{SHORT_FLAGS.get(s.flags[0], s.flags[0])}{more}"
+
+    def _label(self, name: str, width: int, shape_width: int, flag_width: int) -> str:
+        pad = f"{'':{flag_width}} " if flag_width else ""
         if name in self.missing:
-            return f"{MARKS['missing']} {name.ljust(width)}  (missing)"
+            return f"{MARKS['missing']} {pad}{name.ljust(width)}  (missing)"
         e = self.ckpt[name]
         mark = MARKS.get(self.status.get(name), "•") if self.report is not None else "•"
-        s = self._stats.get(name)
-        flags = ("  ⚑ " + ",".join(s.flags)) if s is not None and s.flags else ""
+        flags = f"{self._flag_tag(name):{flag_width}} " if flag_width else ""
         dtype = "" if e.dtype == self._common_dtype else f" {e.dtype}"   # only the odd ones out
-        return f"{mark} {name.ljust(width)} {fmt_shape(e.shape):>{shape_width}}{dtype}{flags}"
+        return f"{mark} {flags}{name.ljust(width)} {fmt_shape(e.shape):>{shape_width}}{dtype}"
 
     def _matches(self, key, label: str, term: str) -> bool:
         status = "missing" if key[0] == "model" else self.status.get(key[1], "")
-        return term in label.lower() or (bool(status) and term in status)
+        s = self._stats.get(key[1]) if key[0] == "ckpt" else None
+        return (term in label.lower() or (bool(status) and term in status)
+                or (s is not None and any(term in f for f in s.flags)))
 
     def _refill(self) -> None:
         everything = [("ckpt", n) for n in self.names] + [("model", n) for n in self.missing]
         width = min(max((len(v[1]) for v in everything), default=0), 24)
         shape_width = max((len(fmt_shape(e.shape)) for e in self.ckpt.values()), default=2)
+        flag_width = max((len(self._flag_tag(n)) for n in self.names), default=0)
         term = self.filter.value.strip().lower()
         opts = []
         for key in everything:
-            label = self._label(key[1], width, shape_width)
+            label = self._label(key[1], width, shape_width, flag_width)
             if not term or self._matches(key, label, term):
                 opts.append((label, key))
         current = self.tensor_list.value
@@ -214,7 +229,8 @@ class LayerBrowser(w.VBox):
         if self.report is None:
             when = ("" if self.eager else "; statistics are computed (and flags shown) as "
                     "tensors are selected")
-            return ("<div style='font-size:11px;color:#57606a'>⚑ statistics flags; orange rows "
+            return ("<div style='font-size:11px;color:#57606a'>⚑ first statistics flag (+N more: see "
+                    "the card); orange rows "
                     f"are worth a look{when}</div>")
         items = " ".join(f"<span style='color:{COLOURS.get(s, '#000')}'>{MARKS[s]} {s}</span>"
                          for s in MARKS if s in set(self.status.values()) | ({"missing"} if self.missing else set()))
@@ -270,7 +286,7 @@ class LayerBrowser(w.VBox):
 
     def _draw_hist(self, name: str) -> None:
         from .. import plots
-        from ..stats import StatsTable
+        from ..statistics import StatsTable
         panels = self._panels(name)
         log, clip = self.log_toggle.value, self.clip_toggle.value
 
