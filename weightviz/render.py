@@ -21,6 +21,9 @@ COLOURS = {
     "constant": "#9a6700", "outliers": "#9a6700", "single_value": "#57606a",
     "empty": "#57606a", "integer": "#57606a", "bool": "#57606a", "complex": "#57606a",
     "low_precision": "#57606a",
+    # weightviz.diff statuses
+    "same": "#1a7f37", "changed": "#9a6700", "dtype_differs": "#9a6700",
+    "shape_differs": "#cf222e", "only_a": "#cf222e", "only_b": "#8250df",
 }
 
 
