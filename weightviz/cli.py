@@ -2,9 +2,11 @@
 
     weightviz inspect FILE [--format NAME]
     weightviz check FILE --model pkg.module:Class [--kwargs JSON] [--json] [--headers-only] [--format NAME]
+    weightviz diff A B [--json] [--atol X] [--changed-only]
 
-Exit status: 0 when the file opens (inspect) or everything fits (check); 1 when
-check finds something that does not fit; 2 on a bad file or bad usage.
+Exit status: 0 when the file opens (inspect), everything fits (check) or every tensor
+pair is the same within tolerance (diff); 1 when check finds something that does not
+fit or diff finds a difference; 2 on a bad file or bad usage.
 """
 from __future__ import annotations
 
@@ -39,7 +41,32 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--headers-only", action="store_true",
                      help="compare names, shapes and dtypes only: skip the NaN/Inf scan and cast checks")
     chk.add_argument("--format", default=None, help="reader name, when detection is not wanted")
+    dif = sub.add_parser("diff", help="compare two checkpoints tensor by tensor; exit 1 if anything differs")
+    dif.add_argument("a")
+    dif.add_argument("b")
+    dif.add_argument("--atol", type=_tolerance, default=0.0, metavar="X",
+                     help="elements closer than X count as unchanged (default 0: exact)")
+    dif.add_argument("--json", action="store_true", help="print the report as JSON")
+    dif.add_argument("--changed-only", action="store_true", help="list only the pairs that differ")
     return p
+
+
+def _tolerance(text: str) -> float:
+    import math
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
+    if not (math.isfinite(x) and x >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text!r}")
+    return x
+
+
+def _diff(args) -> int:
+    from .tensordiff import diff
+    report = diff(args.a, args.b, atol=args.atol, progress=sys.stderr.isatty() or None)
+    print(report.to_json() if args.json else report.view(all_rows=not args.changed_only).to_text())
+    return EXIT_OK if report.same else EXIT_MISMATCH
 
 
 def _fail(msg: str) -> int:
@@ -55,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import WeightvizError
     from .formats import open_checkpoint
     try:
+        if args.command == "diff":
+            return _diff(args)
         if args.command == "inspect":
             print(repr(open_checkpoint(args.file, format=args.format)))
             return EXIT_OK
@@ -78,10 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     except WeightvizError as e:
         return _fail(str(e))
     except OSError as e:
-        return _fail(f"cannot read {args.file!r}: {e.strerror or e}")
+        where = repr(e.filename) if e.filename else _files(args)
+        return _fail(f"cannot read {where}: {e.strerror or e}")
     except Exception as e:  # noqa: BLE001 - a bad file must not end in a traceback
-        return _fail(f"unexpected {type(e).__name__} while reading {args.file!r}: {e} "
+        return _fail(f"unexpected {type(e).__name__} while reading {_files(args)}: {e} "
                      f"(this is a weightviz bug; please report it)")
+
+
+def _files(args) -> str:
+    return " and ".join(repr(f) for f in (getattr(args, "file", None), getattr(args, "a", None),
+                                          getattr(args, "b", None)) if f)
 
 
 if __name__ == "__main__":
