@@ -12,7 +12,7 @@ TensorFlow are fixture tools the package never imports:
                          default: .tools-venv-keras3/bin/python
     --keras2-python PY   tf-keras, i.e. real Keras 2 (TensorFlow)
                          default: .tools-venv-tf/bin/python
-    --only torch|keras3|keras2   run one part (in the current interpreter)
+    --only torch|finetune|keras3|keras2   run one part (in the current interpreter)
 
 Each part adds its section to demo_data/manifest.json.  Training is seeded;
 the data come from weightviz.demo.images(), so notebooks can draw fresh
@@ -195,6 +195,41 @@ def torch_part():
         update_manifest(key, info[key])
 
 
+def finetune_part():
+    """cnn_finetuned.pth: cnn.pth fine-tuned for a few steps on a subset, convolutions and
+    BatchNorm frozen (eval mode), so only the classifier moves: the diff demo."""
+    import torch
+    from weightviz.demo_models import SmallCNN
+
+    torch.set_num_threads(2)
+    torch.manual_seed(3)
+    cnn = SmallCNN()
+    cnn.load_state_dict(torch.load(out("cnn.pth"), weights_only=True))
+    frozen = ("conv1", "bn1", "conv2")
+    for name, p in cnn.named_parameters():
+        p.requires_grad_(not name.startswith(frozen))
+    x, y = demo.images(n=512, seed=3)
+    keep = y < 5                                   # a subset: the first five classes only
+    xt, yt = torch.from_numpy(x[keep]), torch.from_numpy(y[keep])
+    opt = torch.optim.SGD([p for p in cnn.parameters() if p.requires_grad], lr=0.5)
+    gen = torch.Generator().manual_seed(3)
+    cnn.eval()                                     # BatchNorm statistics stay as they were
+    steps = 0
+    for idx in torch.randperm(len(xt), generator=gen).split(32)[:8]:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(cnn.logits(xt[idx]), yt[idx]).backward()
+        opt.step()
+        steps += 1
+    sd = {k: v.detach().clone() for k, v in cnn.state_dict().items()}
+    torch.save(sd, out("cnn_finetuned.pth"))
+    xe, ye = demo.images(**TEST)
+    acc = accuracy_torch(cnn, xe, ye)
+    update_manifest("finetune", {"file": "cnn_finetuned.pth", "base": "cnn.pth", "steps": steps,
+                                 "batch": 32, "classes": [0, 1, 2, 3, 4], "frozen": list(frozen),
+                                 "accuracy": round(acc, 4)})
+    print(f"fine-tuned CNN test accuracy {acc:.4f} after {steps} steps")
+
+
 # ------------------------------------------------------------------ Keras parts
 
 def keras_model(keras):
@@ -303,14 +338,16 @@ def keras2_part():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["torch", "keras3", "keras2"])
+    ap.add_argument("--only", choices=["torch", "finetune", "keras3", "keras2"])
     ap.add_argument("--keras3-python", default=os.path.join(ROOT, ".tools-venv-keras3/bin/python"))
     ap.add_argument("--keras2-python", default=os.path.join(ROOT, ".tools-venv-tf/bin/python"))
     args = ap.parse_args(argv)
     if args.only:
-        {"torch": torch_part, "keras3": keras3_part, "keras2": keras2_part}[args.only]()
+        {"torch": torch_part, "finetune": finetune_part, "keras3": keras3_part,
+         "keras2": keras2_part}[args.only]()
         return
     torch_part()
+    finetune_part()
     env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3",
                CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
     for part, py in (("keras3", args.keras3_python), ("keras2", args.keras2_python)):
