@@ -405,3 +405,25 @@ def test_structure_colours_are_symmetric_around_zero_with_nan_in_the_bad_colour(
     pal = np.asarray(pic.getpalette()[:768]).reshape(-1, 3)
     assert pal[255].tolist() == [0xaf, 0xb8, 0xc1]
     assert pal[0][2] > pal[0][0] and pal[254][0] > pal[254][2]     # blue below 0, red above
+
+
+def test_browser_compares_with_a_second_source():
+    b = browse(demo.path("cnn.pth"), compare=demo.path("cnn_finetuned.pth"))
+    assert "4 of 13 paired tensors changed" in b.header.value
+    labels = {v[1]: lab for lab, v in b.tensor_list.options}
+    assert labels["fc2.weight"].startswith("• Δ") and labels["conv1.weight"].startswith("•   ")
+    b.filter.value = "changed"
+    assert b.visible == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    b.select("fc2.weight")
+    assert b.compare.shown == "fc2.weight" and b.compare.canvas.image.value[:4] == b"\x89PNG"
+    assert "changed" in b.compare.caption.value and "relative change 0.06468" in b.compare.caption.value
+    b.filter.value = ""
+    b.select("conv1.weight")
+    assert "same" in b.compare.caption.value
+
+
+def test_browser_compare_shows_what_has_no_partner():
+    a = {"x.weight": np.ones((3, 3), np.float32), "y.weight": np.zeros(2, np.float32)}
+    b = browse(a, compare={"x.weight": np.ones((3, 3), np.float32)})
+    b.select("y.weight")
+    assert "only_a" in b.compare.caption.value and b.compare.shown is None

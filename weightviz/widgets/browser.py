@@ -17,9 +17,10 @@ import ipywidgets as w
 
 from ..checkpoint import Checkpoint
 from ..errors import WeightvizError, message
-from ..render import COLOURS, View, badges_html, esc, fmt_bytes, fmt_count, fmt_float, fmt_shape
+from ..render import COLOURS, View, badges_html, esc, fmt_bytes, fmt_count, fmt_shape
 from ._structure import StructureView
 from ._base import Canvas, error_box, guarded, pin_text, short, style_tag
+from ._card import status_line, tensor_card
 
 #: Scan every tensor when the browser opens if the checkpoint holds at most this many bytes.
 EAGER_BYTES = 32 << 20
@@ -53,8 +54,8 @@ class LayerBrowser(w.VBox):
     ``check(model, ...)`` also looks for NaN/Inf; otherwise only selected tensors are read.
     """
 
-    def __init__(self, source, *, model=None, bins: int = 100, eager: bool | None = None,
-                 rows: int = 20, cache: int = 32):
+    def __init__(self, source, *, model=None, compare=None, bins: int = 100,
+                 eager: bool | None = None, rows: int = 20, cache: int = 32):
         from ..statistics import as_checkpoint
         self.ckpt: Checkpoint = as_checkpoint(source)
         self.bins = int(bins)
@@ -83,6 +84,10 @@ class LayerBrowser(w.VBox):
                 elif row.status == "missing":
                     self.missing.append(row.name)
 
+        self.compare = None                  # a CompareView when compare= is given
+        if compare is not None:
+            from ._compare import CompareView
+            self.compare = CompareView(self.ckpt, compare, bins=self.bins, cache_size=cache)
         self._cls = "wv-lb-" + uuid.uuid4().hex[:10]
         self.header = w.HTML(style_tag() + self._header_html())
         self.filter = w.Text(placeholder="filter: name, shape, dtype, flag or status",
@@ -109,7 +114,9 @@ class LayerBrowser(w.VBox):
                                       margin="0 10px 0 0"))
         left.add_class("wv-list")
         right = w.VBox([self.error, self.card, w.HBox([self.log_toggle, self.clip_toggle]),
-                        self.hist_canvas.image, self.structure.box],
+                        self.hist_canvas.image]
+                       + ([self.compare.box] if self.compare is not None else [])
+                       + [self.structure.box],
                        layout=w.Layout(flex="1 1 0%", min_width="0", max_width="600px",
                                        overflow="hidden"))
         super().__init__([self.header, w.HBox([left, right], layout=w.Layout(width="100%"))])
@@ -179,18 +186,23 @@ class LayerBrowser(w.VBox):
     def _label(self, name: str, width: int, shape_width: int, flag_width: int) -> str:
         pad = f"{'':{flag_width}} " if flag_width else ""
         if name in self.missing:
-            return f"{MARKS['missing']} {pad}{name.ljust(width)}  (missing)"
+            gap = "   " if self.compare is not None else " "
+            return f"{MARKS['missing']}{gap}{pad}{name.ljust(width)}  (missing)"
         e = self.ckpt[name]
         mark = MARKS.get(self.status.get(name), "•") if self.report is not None else "•"
         flags = f"{self._flag_tag(name):{flag_width}} " if flag_width else ""
         dtype = "" if e.dtype == self._common_dtype else f" {e.dtype}"   # only the odd ones out
+        if self.compare is not None:         # a narrow column: Δ where the other side differs
+            mark += " Δ" if self.compare.status(name) not in (None, "same") else "  "
         return f"{mark} {flags}{name.ljust(width)} {fmt_shape(e.shape):>{shape_width}}{dtype}"
 
     def _matches(self, key, label: str, term: str) -> bool:
         status = "missing" if key[0] == "model" else self.status.get(key[1], "")
         s = self._stats.get(key[1]) if key[0] == "ckpt" else None
+        moved = self.compare.status(key[1]) if self.compare is not None else None
         return (term in label.lower() or (bool(status) and term in status)
-                or (s is not None and any(term in f for f in s.flags)))
+                or (s is not None and any(term in f for f in s.flags))
+                or (moved is not None and term in moved))
 
     def _refill(self) -> None:
         everything = [("ckpt", n) for n in self.names] + [("model", n) for n in self.missing]
@@ -226,6 +238,10 @@ class LayerBrowser(w.VBox):
         self.list_style.value = f"<style>{''.join(rules)}</style>" + self._legend_html()
 
     def _legend_html(self) -> str:
+        if self.compare is not None:
+            return ("<div style='font-size:11px;color:#57606a'>Δ differs from "
+                    f"{esc(self.compare.report.b)} (filter: changed, shape_differs, only_a); "
+                    "⚑ first statistics flag</div>")
         if self.report is None:
             when = ("" if self.eager else "; statistics are computed (and flags shown) as "
                     "tensors are selected")
@@ -246,6 +262,11 @@ class LayerBrowser(w.VBox):
             from ..report import headline_status
             colour = COLOURS.get(headline_status(self.report), COLOURS["info"])
             head += f"<div style='color:{colour};font-weight:bold'>{esc(self.report.verdict)}</div>"
+        if self.compare is not None:
+            same = self.compare.report.same
+            head += (f"<div style='color:{COLOURS['ok' if same else 'warn']};font-weight:bold'>"
+                     f"compared with {esc(self.compare.report.b)}: "
+                     f"{esc(self.compare.report.summary)}</div>")
         return f"<div class='wv-title' style='margin-bottom:6px'>{head}</div>"
 
     # -- callbacks ------------------------------------------------------------------
@@ -272,6 +293,8 @@ class LayerBrowser(w.VBox):
         s = self.tensor_stats(name)
         self.card.value = self._card_html(name, s)
         self._draw_hist(name)
+        if self.compare is not None:
+            self.compare.show(name)
         if structure:
             self._draw_structure(name)
 
@@ -329,44 +352,10 @@ class LayerBrowser(w.VBox):
             self.structure.hide()
 
     def _card_html(self, name: str, s) -> str:
-        e = self.ckpt[name]
-        layer = self._layer_of.get(name, name)
-        sub = " · ".join([f"layer {esc(layer)}", esc(fmt_shape(e.shape)), esc(e.dtype),
-                          f"{fmt_count(s.numel)} values"])
-        pairs = []
-        if s.finite:
-            pairs += [("mean ± std", f"{fmt_float(s.mean)} ± {fmt_float(s.std)}"),
-                      ("min … max", f"{fmt_float(s.min)} … {fmt_float(s.max)}"),
-                      ("|max|", fmt_float(s.absmax)), ("L2 norm", fmt_float(s.norm))]
-        pairs += [("zeros", f"{s.zeros:.1%}"), ("NaN / Inf", f"{s.nan} / {s.inf}")]
-        if s.dead_units:
-            pairs.append(("dead units", str(s.dead_units)))
-        cells = "".join(f"<span style='color:#57606a'>{esc(k)}</span><span>{esc(v)}</span>"
-                        for k, v in pairs)
-        html = (f"<div style='font-size:14px'><b>{esc(name)}</b></div>"
-                f"<div style='color:#57606a;font-size:12px;margin-bottom:4px'>{sub}</div>"
-                "<div style='display:grid;grid-template-columns:max-content max-content "
-                "max-content max-content;gap:1px 14px;font-size:12px;"
-                f"font-variant-numeric:tabular-nums'>{cells}</div>")
-        if s.flags:
-            html += f"<div style='margin-top:4px'>flags: {badges_html(' '.join(s.flags))}</div>"
+        html = tensor_card(name, self.ckpt[name], self._layer_of.get(name, name), s)
         if self.report is not None:
-            html += self._status_html(name)
+            html += status_line(name, self.status.get(name), self.report)
         return f"<div style='padding:2px 0 6px'>{html}</div>"
-
-    def _status_html(self, name: str) -> str:
-        st = self.status.get(name)
-        if st is None:
-            return ""
-        row = next(r for r in self.report if r.ckpt_name == name)
-        bits = [badges_html(st)]
-        if row.model_shape is not None and row.name != name:
-            bits.append(f"model name <code>{esc(row.name)}</code>")
-        if row.model_shape is not None:
-            bits.append(f"model {esc(fmt_shape(row.model_shape))} {esc(row.model_dtype)}")
-        if row.note:
-            bits.append(esc(row.note))
-        return f"<div style='margin-top:4px;font-size:12px'>match: {' · '.join(bits)}</div>"
 
     def _show_missing(self, name: str) -> None:
         row = next(r for r in self.report if r.name == name and r.ckpt_name is None)
@@ -379,6 +368,8 @@ class LayerBrowser(w.VBox):
         self.card.value = View(name, summary).to_html() + f"<div>{badges_html('missing')}</div>"
         self.hist_canvas.hide()
         self.structure.hide()
+        if self.compare is not None:
+            self.compare.show(name)
         self.shown_panels = []
 
 
