@@ -501,3 +501,54 @@ def test_threaded_and_single_threaded_scans_agree(dtype):
     np.testing.assert_array_equal(a.counts, b.counts)
     assert (a.nan, a.finite, a.zeros) == (b.nan, b.finite, b.zeros)
     assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-12)
+
+
+# -- every valid tensor gives statistics (issue: 3e38 constants, (0, 2**62) shapes) -----------
+
+@settings(max_examples=150, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False, width=32),
+       st.sampled_from([np.float32, np.float64]))
+def test_any_finite_constant_gives_statistics(v, dtype):
+    s = weightviz.stats({"c": np.full(37, v, dtype)})["c"]
+    assert s.min == s.max == float(dtype(v)) and s.histogram.counts.sum() == 37
+    assert s.histogram.edges[0] < s.histogram.edges[-1]
+    assert s.flags == (("all_zero",) if v == 0 else ("constant",))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.floats(min_value=0, max_value=float(np.finfo(np.float32).max), allow_subnormal=True,
+                 width=32, exclude_min=True),
+       st.floats(allow_nan=False, allow_infinity=False, width=32))
+def test_any_range_width_gives_exact_histograms(width, start):
+    lo = np.float32(start)
+    hi = np.float32(min(float(lo) + float(width), float(np.finfo(np.float32).max)))
+    if not hi > lo:
+        return
+    x = np.array([lo, hi, lo, np.float32((float(lo) + float(hi)) / 2)], np.float32)
+    s = weightviz.stats({"x": x})["x"]
+    assert s.histogram.counts.sum() == np.isfinite(x).sum() == 4
+    assert (s.min, s.max) == (float(x.min()), float(x.max()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2**62), min_size=1, max_size=4)
+       .filter(lambda dims: 0 in dims))
+def test_any_zero_element_shape_gives_statistics(tmp_path_factory, dims):
+    import json
+    import struct
+    path = tmp_path_factory.mktemp("z") / "z.safetensors"
+    head = json.dumps({"z": {"dtype": "F32", "shape": dims, "data_offsets": [0, 0]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head)
+    s = weightviz.stats(str(path))["z"]
+    assert s.numel == 0 and s.flags == ("empty",) and s.shape == tuple(dims)
+    assert weightviz.diff(str(path), str(path)).same
+
+
+def test_an_unreadable_tensor_names_its_cause_not_the_binning():
+    from weightviz.checkpoint import Checkpoint, TensorEntry
+
+    def broken():
+        raise OSError("disk on fire")
+    ckpt = Checkpoint({"w": TensorEntry("w", (3,), "float32", loader=broken)}, format="test")
+    with pytest.raises(weightviz.WeightvizError, match=r"could not read tensor 'w'.*OSError: disk on fire"):
+        weightviz.stats(ckpt)

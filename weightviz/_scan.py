@@ -34,6 +34,7 @@ import numpy as np
 
 from ._kernels import finite_minmax, sum_rows, sumsq_rows, histogram1d
 from ._widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
+from .errors import WeightvizError
 
 CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
 RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their mapped pages per chunk
@@ -155,6 +156,19 @@ class Plan:
     hi: float
 
 
+def _around(v: float) -> tuple[float, float]:
+    """A range around a single value: NumPy's ``v ± 0.5`` where 0.5 still moves ``v``;
+    at large magnitudes (3e38 - 0.5 == 3e38) a relative ``± |v|·2**-20`` instead, kept
+    inside the float64 range."""
+    pad = 0.5 if (v - 0.5 < v < v + 0.5) else abs(v) * 2.0 ** -20
+    big = np.finfo(np.float64).max
+    return max(v - pad, -big), min(v + pad, big)
+
+
+class ReadFailed(Exception):
+    """The tensor's data could not be read (its cause is the reader's exception)."""
+
+
 def first_pass(buf: "_Buffers", flat: np.ndarray, dtype: str):
     """Pass A over one chunk of raw elements: (finite min, finite max, has non-finite)."""
     return finite_minmax(buf.widener(dtype, flat.dtype)(flat))
@@ -169,8 +183,9 @@ def plan(ranges, numel: int, shape: tuple, *, bins: int = 100, limits=None,
     # histogram range: explicit, else finite [min, max] (numpy's +-0.5 when constant)
     hlo, hhi = ((float(limits[0]), float(limits[1])) if limits is not None
                 else (lo, hi) if has_finite and lo < hi
-                else (lo - 0.5, hi + 0.5) if has_finite else (0.0, 1.0))
-    hhi = hhi if hhi > hlo else hlo + 1.0
+                else _around(lo) if has_finite else (0.0, 1.0))
+    if not hhi > hlo:
+        hlo, hhi = _around(hlo)
     K = lo / 2 + hi / 2 if has_finite else 0.0
     big = has_finite and max(abs(lo), abs(hi)) > 1e150
     scale = 2.0 ** -int(np.log2(max(abs(lo), abs(hi)))) if big else 1.0
@@ -338,8 +353,18 @@ class Scanner:
     def scan(self, entry, bins: int = 100, limits=None, unit_axis: str | None = None,
              on_bytes=None) -> Moments:
         """Statistics and histogram of one TensorEntry (see the module docstring)."""
-        with np.errstate(all="ignore"):      # inf - inf, overflowing squares: handled
+        if entry.numel == 0:                 # nothing to read (NumPy may not even hold
+            pl = plan([], 0, entry.shape, bins=bins, limits=limits)   # a shape like (0, 2**62))
+            if on_bytes is not None:
+                on_bytes(0)
+            return merge([], 0, pl)
+        try:
             raw = entry.raw()
+        except (WeightvizError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise ReadFailed(exc) from exc
+        with np.errstate(all="ignore"):      # inf - inf, overflowing squares: handled
             src = Chunks(raw, self.chunk)
             bounds, dtype, per_byte = src.bounds(), entry.dtype, raw.dtype.itemsize
             # a big tensor drops its mapped pages chunk by chunk in both passes; a smaller

@@ -56,7 +56,7 @@ class TensorEntry:
         if self.location is not None:
             loc = self.location
             if self.numel == 0:
-                return np.empty(self.shape, dtype=loc.dtype)
+                return _empty(self.name, self.shape, loc.dtype)
             return np.memmap(loc.path, dtype=loc.dtype, mode="r", offset=loc.offset,
                              shape=self.shape, order=loc.order)
         value = self._load()
@@ -184,6 +184,22 @@ class Checkpoint(Mapping):
     def _repr_html_(self) -> str:
         from .render import checkpoint_view
         return checkpoint_view(self).to_html()
+
+
+def _empty(name: str, shape: tuple, dtype) -> np.ndarray:
+    """An empty array of ``shape``; NumPy refuses shapes such as (0, 2**62) (their other
+    dimensions overflow its byte count), which a header may declare."""
+    try:
+        return np.empty(shape, dtype=dtype)
+    except ValueError as exc:
+        from .errors import WeightvizError, message
+        raise WeightvizError(message(
+            f"tensor {name!r} has no elements, but NumPy cannot hold an array of its shape",
+            expected="dimensions whose product with the item size fits in 63 bits, even "
+                     "beside a zero",
+            fix="its statistics and comparisons need no data (weightviz.stats lists it as "
+                "empty); to use it, rebuild it with np.empty((0, ...)) of a smaller shape",
+            got=f"shape {shape}: {exc}")) from None
 
 
 def layer_of(name: str) -> str:

@@ -282,16 +282,24 @@ def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None, 
     kind = ("bool" if dt == "bool" else "complex" if dtypes.is_complex(dt)
             else "float" if dtypes.is_float(dt) else "integer")
     axis = _unit_axis(entry.name, fmt, entry.shape) if kind in ("float", "complex") else None
+    from ._scan import ReadFailed
     try:
         r = scanner.scan(entry, bins=bins, limits=range, unit_axis=axis, on_bytes=on_bytes)
     except (WeightvizError, MemoryError, KeyboardInterrupt):
         raise
-    except (OSError, ValueError, TypeError, RuntimeError) as exc:   # torch: meta tensors ...
+    except ReadFailed as failed:                       # torch: meta tensors, truncated files ...
+        exc = failed.args[0]
         raise WeightvizError(message(f"could not read tensor {entry.name!r}",
                                      expected="its data (in a complete file, or in memory)",
                                      fix="check the file is complete; meta-device tensors "
                                          "have no data to scan",
                                      got=f"{type(exc).__name__}: {exc}")) from exc
+    except (OSError, ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
+        raise WeightvizError(message(
+            f"the data of tensor {entry.name!r} was read, but its statistics failed",
+            expected=f"statistics of any {entry.dtype} tensor of shape {tuple(entry.shape)}",
+            fix="this is a weightviz bug: please report it with this message",
+            got=f"{type(exc).__name__}: {exc}")) from exc
     absmax = max(abs(r.min), abs(r.max)) if r.finite else float("nan")
     flags = []
     if r.nan:
