@@ -250,6 +250,12 @@ def _read(entry, which: str):
 def _pair(name, ea, eb, rule, order, atol, chunk, on_bytes) -> DiffRow:
     base = dict(name=name, name_b=eb.name, shape_a=tuple(ea.shape), shape_b=tuple(eb.shape),
                 dtype_a=ea.dtype, dtype_b=eb.dtype, rule=rule or "", order=order)
+    if ea.numel == 0 or eb.numel == 0:         # nothing to read (nor to compare)
+        if on_bytes is not None:
+            on_bytes(ea.nbytes + eb.nbytes)
+        status = ("shape_differs" if tuple(ea.shape) != tuple(eb.shape) else
+                  "dtype_differs" if ea.dtype != eb.dtype else "same")
+        return DiffRow(status=status, frac_changed=0.0, **base)
     ra, rb = _read(ea, "a"), _read(eb, "b")
     if tuple(ea.shape) != tuple(eb.shape):
         for p in _permutations(tuple(ea.shape), tuple(eb.shape)):
