@@ -100,7 +100,7 @@ def test_detect_by_content_not_extension(model_files, tmp_path, label, fmt):
 def test_registry_order_and_names():
     names = [r.format for r in formats.READERS]
     assert names == ["keras-h5", "hdf5", "keras", "numpy", "torchscript", "torch", "safetensors",
-                     "keras-sharded", "keras-json"]
+                     "torch-sharded", "keras-sharded", "keras-json"]
     assert names.index("keras-h5") < names.index("hdf5")
     assert {"torch", "torchscript", "safetensors", "numpy", "hdf5"} <= set(formats.available_formats())
 

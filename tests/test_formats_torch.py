@@ -238,3 +238,36 @@ def test_allocation_gadgets_are_refused(tmp_path):
         z.writestr("big/version", "3\n")
     with pytest.raises(CorruptFileError, match="bytearray"):
         wv.open(tmp_path / "big.pt")
+
+
+def _torch_shards(folder, shards: dict, wmap=None):
+    import json
+    for fname, tensors in shards.items():
+        torch.save(tensors, folder / fname)
+    wmap = wmap or {n: f for f, ts in shards.items() for n in ts}
+    (folder / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 0}, "weight_map": wmap}))
+    return folder / "pytorch_model.bin.index.json"
+
+
+def test_sharded_torch_checkpoint_reads_through_its_index(tmp_path):
+    """Hugging Face's pytorch_model.bin.index.json: listed from every shard, values lazy,
+    the folder opens too; a tensor the weight_map does not list, or a shard outside the
+    folder, is refused."""
+    a, b, c = torch.randn(3, 4), torch.randn(4), torch.arange(6.0).reshape(2, 3)
+    index = _torch_shards(tmp_path, {"pytorch_model-00001-of-00002.bin": {"fc.weight": a, "fc.bias": b},
+                                     "pytorch_model-00002-of-00002.bin": {"head.weight": c}})
+    for source in (index, tmp_path):
+        ckpt = wv.open(source)
+        assert ckpt.format == "torch" and sorted(ckpt) == ["fc.bias", "fc.weight", "head.weight"]
+        assert ckpt.metadata["shards"] == ["pytorch_model-00001-of-00002.bin",
+                                           "pytorch_model-00002-of-00002.bin"]
+        assert torch.equal(ckpt["head.weight"].torch(), c) and ckpt["fc.weight"].shape == (3, 4)
+    (tmp_path / "outside").mkdir()
+    bad = _torch_shards(tmp_path / "outside", {"s.bin": {"w": a}}, wmap={"w": "../s.bin"})
+    with pytest.raises(CorruptFileError, match="outside its own folder"):
+        wv.open(bad)
+    (tmp_path / "extra").mkdir()
+    bad = _torch_shards(tmp_path / "extra", {"s.bin": {"w": a, "v": b}}, wmap={"w": "s.bin"})
+    with pytest.raises(WeightvizError, match="v"):
+        wv.open(bad)

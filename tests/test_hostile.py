@@ -175,11 +175,11 @@ def test_outside_traps_are_real(tmp_path):
 
 def test_limits_live_in_one_place():
     """The readers take their limits from weightviz/formats/limits.py (documented in docs/safety.md, linked from the README)."""
-    from weightviz.formats import (_h5_sandbox, _unpickle, _unwrap, _zip, hdf5_file, keras_common,
+    from weightviz.formats import (_h5_sandbox, _index, _unpickle, _unwrap, _zip, hdf5_file, keras_common,
                                    keras_safe_h5, keras_zip, limits, numpy_file, safetensors_file,
                                    sniff, torch_file)
     pairs = [(sniff.SAFETENSORS_MAX_HEADER, limits.SAFETENSORS_MAX_HEADER),
-             (safetensors_file.MAX_INDEX, limits.SAFETENSORS_MAX_INDEX),
+             (_index.MAX_INDEX, limits.SAFETENSORS_MAX_INDEX),
              (_zip.MAX_RATIO, limits.ZIP_MAX_RATIO), (_zip.MAX_MEMBERS, limits.ZIP_MAX_MEMBERS),
              (keras_zip.MAX_RATIO, limits.ZIP_MAX_RATIO), (keras_zip.MAX_MEMBERS, limits.KERAS_ZIP_MAX_MEMBERS),
              (keras_zip.MAX_INFLATED, limits.KERAS_MAX_INFLATED), (torch_file.MAX_PICKLE, limits.TORCH_MAX_PICKLE),

@@ -41,6 +41,7 @@ READERS: tuple[Reader, ...] = (
     Reader("torchscript", "torch_file", ("zip",), "sniff_torchscript", "read_torchscript"),
     Reader("torch", "torch_file", ("zip", "torch-legacy")),
     Reader("safetensors", "safetensors_file", ("safetensors", "json")),
+    Reader("torch-sharded", "torch_sharded", ("json",)),
     Reader("keras-sharded", "keras_sharded", ("json",)),
     Reader("keras-json", "keras_json", ("json",)),
 )
@@ -143,7 +144,8 @@ def _extension(path: str) -> str:
 
 def _open_directory(path: str, options: dict):
     names = sorted(os.listdir(path))
-    index = [n for n in names if n.endswith(".safetensors.index.json")]
+    index = [n for n in names if n.endswith((".safetensors.index.json", ".bin.index.json",
+                                              ".pt.index.json", ".pth.index.json"))]
     single = [n for n in names if n.endswith(".safetensors")]
     keras_index = [n for n in names if n.endswith(".weights.json")]
     if len(index) == 1:

@@ -15,11 +15,11 @@ from math import prod
 
 from .. import dtypes
 from ..checkpoint import Checkpoint, DataLocation, TensorEntry
-from ..errors import CorruptFileError, UnknownFormatError, message
+from ..errors import CorruptFileError, message
 from . import sniff as _sniff
+from ._index import _no_duplicates, gather, load_index
 
 MAX_HEADER = _sniff.SAFETENSORS_MAX_HEADER
-from .limits import SAFETENSORS_MAX_INDEX as MAX_INDEX  # noqa: E402
 
 
 def sniff(head: bytes, path) -> bool:
@@ -42,15 +42,6 @@ def _bad(path, what, *, got=None) -> CorruptFileError:
         f"{os.path.basename(path)} is not a valid safetensors file: {what}",
         expected="an 8-byte header length, a JSON header and the tensor bytes it describes",
         fix="the file may be truncated or damaged; download it again", got=got))
-
-
-def _no_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def read_file(path: str) -> tuple[dict[str, TensorEntry], dict]:
@@ -123,50 +114,9 @@ def read_file(path: str) -> tuple[dict[str, TensorEntry], dict]:
 
 def read_index(path: str) -> Checkpoint:
     """A sharded checkpoint: the index's ``weight_map`` names the shard of every tensor."""
-    name = os.path.basename(path)
-    if os.path.getsize(path) > MAX_INDEX:
-        raise _bad(path, "the index file is larger than 100 MB")
-    try:
-        with open(path, "rb") as f:
-            index = json.loads(f.read().decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CorruptFileError(message(
-            f"{name} is not valid JSON", expected="a safetensors index {'metadata':..., 'weight_map':...}",
-            fix="download the index again", got=str(exc)[:200])) from None
-    wmap = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
-        raise UnknownFormatError(message(
-            f"{name} is JSON but not a safetensors index", expected="a 'weight_map' of tensor name -> shard file",
-            fix="open the shard files, or the Keras JSON with format='keras-json'",
-            got="keys " + ", ".join(map(str, index)) if isinstance(index, dict) else type(index).__name__))
-    folder = os.path.dirname(os.path.abspath(path))
-    shards = list(dict.fromkeys(wmap.values()))
-    entries: dict[str, TensorEntry] = {}
-    for shard in shards:
-        if (os.path.isabs(shard) or os.path.basename(shard) != shard or shard in ("", ".", "..")):
-            raise CorruptFileError(message(
-                f"{name} names a shard outside its own folder", expected="plain file names",
-                fix="fix the index's weight_map", got=repr(shard)))
-        spath = os.path.join(folder, shard)
-        if not os.path.isfile(spath):
-            raise CorruptFileError(message(
-                f"shard {shard} listed in {name} is missing", expected=f"{len(shards)} shard files next to the index",
-                fix="download every shard into the same folder", got=f"missing {shard}"))
-        part, _meta = read_file(spath)
-        for tname, entry in part.items():
-            if wmap.get(tname) != shard:
-                raise CorruptFileError(message(
-                    f"shard {shard} holds tensor {tname!r} that {name} does not map to it",
-                    expected="the index and the shards to agree", fix="download matching files",
-                    got=f"weight_map[{tname!r}] = {wmap.get(tname)!r}"))
-            entries[tname] = entry
-    missing = [k for k in wmap if k not in entries]
-    if missing:
-        raise CorruptFileError(message(
-            f"{len(missing)} tensors listed in {name} are not in their shards",
-            expected="every weight_map entry to exist", fix="download matching files",
-            got=", ".join(missing[:10])))
-    meta = {"shards": shards}
-    if isinstance(index.get("metadata"), dict):
-        meta["index_metadata"] = index["metadata"]
+    wmap, shards, index_meta = load_index(path, "safetensors")
+    entries = gather(path, wmap, shards, lambda p: read_file(p)[0])
+    meta = {"shards": [os.path.basename(p) for p in shards]}
+    if index_meta:
+        meta["index_metadata"] = index_meta
     return Checkpoint(entries, "safetensors", path=path, metadata=meta)
