@@ -9,7 +9,7 @@ widened to native float32/float64 (:mod:`weightviz._widen`), then:
 * :func:`second_pass`: zero/NaN/Inf counts, float64 sums of ``x-K`` and of its square (BLAS
   products over 8192-element rows), the histogram over the finite range
   (``fast_histogram``, which leaves out the upper edge: those values are added
-  back) and per-unit zero counts (dead units), as a ``_Part`` per chunk;
+  back) and per-unit zero counts (dead units), as a ``Part`` per chunk;
 * :func:`merge`: the parts, in chunk order, into one tensor's :class:`Moments`.
 
 :class:`Scanner` runs these steps on threads; the same steps can run chunk by chunk on
@@ -27,11 +27,11 @@ resident memory stays bounded even for a checkpoint larger than RAM.
 """
 from __future__ import annotations
 
-import mmap
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._chunks import Chunks
 from ._kernels import finite_minmax, sum_rows, sumsq_rows, histogram1d
 from ._widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
 from .errors import WeightvizError
@@ -39,7 +39,6 @@ from .errors import WeightvizError
 CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
 RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their mapped pages per chunk
 THREADS = None               # threads for long tensors (None: CPUs, <= 4; 1 if overloaded)
-_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
 @dataclass
@@ -63,60 +62,48 @@ class Moments:
     units: int = 0
 
 
-# ---------------------------------------------------------------- chunk source
-
-class Chunks:
-    """Flat chunks of a raw array in memory order; releases mapped pages when asked."""
-
-    def __init__(self, raw: np.ndarray, chunk: int):
-        if raw.flags.c_contiguous:
-            self.flat, self.transposed = raw.reshape(-1), False
-        elif raw.flags.f_contiguous:
-            self.flat, self.transposed = raw.T.reshape(-1), True
-        else:
-            self.flat, self.transposed = np.ascontiguousarray(raw).reshape(-1), False
-        self.chunk, self.n = chunk, self.flat.size
-        mm = getattr(raw, "_mmap", None)
-        self._mm = mm if (mm is not None and _DONTNEED is not None) else None
-        if self._mm is not None:              # where the array starts inside the mapping
-            base = np.frombuffer(mm, dtype=np.uint8)
-            self._delta = self.flat.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-            del base
-        self.itemsize = self.flat.dtype.itemsize
-
-    def bounds(self):
-        n, c = self.n, self.chunk
-        return [(i, min(i + c, n)) for i in range(0, n, c)]
-
-    def release(self, start: int, stop: int):
-        """Drop the pages of elements [start, stop) from this process (file pages only)."""
-        if self._mm is None:
-            return
-        page = mmap.PAGESIZE
-        a0 = (self._delta + start * self.itemsize) // page * page
-        b0 = ((self._delta + stop * self.itemsize) // page * page if stop < self.n
-              else len(self._mm))
-        if b0 > a0:
-            try:
-                self._mm.madvise(_DONTNEED, a0, b0 - a0)
-            except (OSError, ValueError):
-                self._mm = None
-
-
 # ---------------------------------------------------------------- the scan
 
-_MERGE = (("zeros", "zeros"), ("nan", "nan"), ("inf", "inf"), ("finite", "finite"),
-          ("underflow", "under"), ("overflow", "over"))
+_COUNTS = ("zeros", "nan", "inf", "finite", "under", "over")
+BLOCK = 64       # chunks per partial sum: merge() adds chunk sums block by block, so a block
+                 # folded anywhere (another thread, a Dask worker) gives bit-identical totals
 
 
-class _Part:
-    """Results of pass B over one chunk (merged in chunk order by the caller)."""
+class Part:
+    """Results of the second pass over one chunk, or several folded by :func:`fold`
+    (``units``: a list of (first unit, zero counts) pieces).  Plain data: picklable."""
     __slots__ = ("zeros", "nan", "inf", "finite", "s1", "s2", "counts", "under", "over", "units")
 
     def __init__(self):
         self.zeros = self.nan = self.inf = self.finite = self.under = self.over = 0
         self.s1 = self.s2 = 0.0
-        self.counts = self.units = None
+        self.counts = None
+        self.units = []
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def fold(parts) -> Part:
+    """Parts (in chunk order) added into one: counts exactly, float sums left to right."""
+    out = Part()
+    for p in parts:
+        for k in _COUNTS:
+            setattr(out, k, getattr(out, k) + getattr(p, k))
+        out.s1, out.s2 = out.s1 + p.s1, out.s2 + p.s2
+        if p.counts is not None:
+            out.counts = p.counts.copy() if out.counts is None else out.counts + p.counts
+        out.units.extend(p.units)
+    return out
+
+
+def blocks(parts) -> list[Part]:
+    """Chunk parts folded per :data:`BLOCK` consecutive chunks (starting at chunk 0)."""
+    return [fold(parts[i:i + BLOCK]) for i in range(0, len(parts), BLOCK)]
 
 
 class _Buffers:
@@ -200,11 +187,11 @@ def plan(ranges, numel: int, shape: tuple, *, bins: int = 100, limits=None,
                 per_unit=numel // units if units else 0, lo=lo, hi=hi)
 
 
-def second_pass(buf: "_Buffers", flat: np.ndarray, dtype: str, start: int, rng, pl: Plan) -> "_Part":
+def second_pass(buf: "_Buffers", flat: np.ndarray, dtype: str, start: int, rng, pl: Plan) -> "Part":
     """Pass B over one chunk (elements ``start:start + flat.size`` of the tensor, whose
     first-pass range is ``rng``): counts, shifted sums, histogram, zeros per unit."""
     cmn, cmx, nonfinite = rng
-    p = _Part()
+    p = Part()
     x = buf.widener(dtype, flat.dtype)(flat)
     m = x.size
     zmask = np.equal(x, 0, out=buf.mask[:m])
@@ -214,10 +201,10 @@ def second_pass(buf: "_Buffers", flat: np.ndarray, dtype: str, start: int, rng, 
             u0, u1 = start // pl.per_unit, (start + m - 1) // pl.per_unit
             cuts = np.arange(u0, u1 + 1) * pl.per_unit - start
             cuts[0] = 0
-            p.units = (u0, np.add.reduceat(zmask, cuts))
+            p.units = [(u0, np.add.reduceat(zmask, cuts))]
         else:
             idx = (np.flatnonzero(zmask) + start) % pl.units
-            p.units = (0, np.bincount(idx, minlength=pl.units))
+            p.units = [(0, np.bincount(idx, minlength=pl.units))]
     if nonfinite:
         fin = np.isfinite(x)
         p.nan = int(np.count_nonzero(np.isnan(x)))
@@ -230,22 +217,20 @@ def second_pass(buf: "_Buffers", flat: np.ndarray, dtype: str, start: int, rng, 
     return p
 
 
-def merge(parts, numel: int, pl: Plan) -> Moments:
-    """Sum the second pass's parts (in chunk order) into one tensor's :class:`Moments`."""
+def merge(parts, numel: int, pl: Plan, *, folded: bool = False) -> Moments:
+    """One tensor's :class:`Moments` from its second-pass parts in chunk order, or from
+    its :func:`blocks` (``folded=True``): the same numbers either way."""
     res = Moments(numel=int(numel), units=pl.units)
     if pl.lo <= pl.hi:
         res.min, res.max = pl.lo, pl.hi
-    s1 = s2 = 0.0
-    counts = np.zeros(pl.bins, np.float64)
+    total = fold(parts if folded else blocks(list(parts)))
+    res.zeros, res.nan, res.inf, res.finite = total.zeros, total.nan, total.inf, total.finite
+    res.underflow, res.overflow = total.under, total.over
+    s1, s2 = total.s1, total.s2
+    counts = total.counts if total.counts is not None else np.zeros(pl.bins, np.float64)
     unit_zeros = np.zeros(pl.units, np.int64) if pl.units else None
-    for p in parts:
-        for mine, theirs in _MERGE:
-            setattr(res, mine, getattr(res, mine) + getattr(p, theirs))
-        s1, s2 = s1 + p.s1, s2 + p.s2
-        if p.counts is not None:
-            counts += p.counts
-        if p.units is not None:
-            u0, z = p.units
+    if unit_zeros is not None:
+        for u0, z in total.units:
             unit_zeros[u0:u0 + z.size] += z
     if res.finite:
         n, K, scale = res.finite, pl.K, pl.scale

@@ -278,10 +278,7 @@ def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None, 
                                 on_bytes=on_bytes)
         finally:
             with_own.close()
-    dt = entry.dtype
-    kind = ("bool" if dt == "bool" else "complex" if dtypes.is_complex(dt)
-            else "float" if dtypes.is_float(dt) else "integer")
-    axis = _unit_axis(entry.name, fmt, entry.shape) if kind in ("float", "complex") else None
+    axis = unit_axis(entry, fmt)
     from ._scan import ReadFailed
     try:
         r = scanner.scan(entry, bins=bins, limits=range, unit_axis=axis, on_bytes=on_bytes)
@@ -300,6 +297,25 @@ def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None, 
             expected=f"statistics of any {entry.dtype} tensor of shape {tuple(entry.shape)}",
             fix="this is a weightviz bug: please report it with this message",
             got=f"{type(exc).__name__}: {exc}")) from exc
+    return describe(entry, r)
+
+
+def _kind(dt: str) -> str:
+    return ("bool" if dt == "bool" else "complex" if dtypes.is_complex(dt)
+            else "float" if dtypes.is_float(dt) else "integer")
+
+
+def unit_axis(entry, fmt: str | None) -> str | None:
+    """Which axis holds a weight's output units (for the dead-unit search), or None."""
+    if _kind(entry.dtype) not in ("float", "complex"):
+        return None
+    return _unit_axis(entry.name, fmt, entry.shape)
+
+
+def describe(entry, r) -> TensorStats:
+    """A TensorEntry's :class:`TensorStats` from the scan's raw :class:`~weightviz._scan.Moments`."""
+    dt = entry.dtype
+    kind = _kind(dt)
     absmax = max(abs(r.min), abs(r.max)) if r.finite else float("nan")
     flags = []
     if r.nan:
@@ -331,11 +347,13 @@ def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None, 
         histogram=Histogram(r.counts, r.edges, r.underflow, r.overflow), flags=tuple(flags))
 
 
-def stats(source, *, bins: int = 100, progress=None) -> StatsTable:
+def stats(source, *, bins: int = 100, progress=None, client=None) -> StatsTable:
     """Per-tensor statistics and histograms of a checkpoint (see the module docstring).
 
     ``source``: a path, a Checkpoint, a state dict or an nn.Module.  ``progress``:
     True/False, or None to show a ``tqdm.auto`` bar only for scans above 256 MiB.
+    ``client``: a ``dask.distributed.Client``: the scan runs on its workers, which open
+    the files themselves (:mod:`weightviz.fanout`); the table is identical.
     """
     from ._scan import Scanner
     if not isinstance(bins, (int, np.integer)) or bins < 1:
@@ -343,6 +361,12 @@ def stats(source, *, bins: int = 100, progress=None) -> StatsTable:
     ckpt = as_checkpoint(source)
     total = sum(e.nbytes for e in ckpt.values())
     show = progress if progress is not None else total > PROGRESS_BYTES
+    if client is not None:
+        from .fanout import scan
+        axes = {name: unit_axis(e, ckpt.format) for name, e in ckpt.items()}
+        raw = scan(client, ckpt, bins=int(bins), axes=axes, show=bool(show))
+        return StatsTable({name: describe(ckpt[name], r) for name, r in raw.items()},
+                          format=ckpt.format, bins=int(bins))
     bar = None
     if show:
         from tqdm.auto import tqdm
