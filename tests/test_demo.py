@@ -16,7 +16,7 @@ from weightviz import demo
 from weightviz.errors import WeightvizError
 
 EXPECTED_FILES = [
-    "cnn.pth", "cnn.safetensors", "cnn_mismatched.pth", "cnn_training.pth",
+    "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_mismatched.pth", "cnn_training.pth",
     "keras2_model.h5", "keras2_model.json", "keras2_model_weights.h5", "keras2_predictions.npz",
     "keras_model.h5", "keras_model.json", "keras_model.keras", "keras_model.weights.h5",
     "keras_predictions.npz", "manifest.json",
@@ -52,7 +52,7 @@ def test_unknown_file_is_a_weightviz_error():
 
 def test_manifest_lists_every_file():
     m = demo.manifest()
-    listed = {f for part in ("mlp", "cnn", "keras3", "keras2") for f in m[part]["files"]}
+    listed = {f for part in ("mlp", "cnn", "finetune", "keras3", "keras2") for f in m[part]["files"]}
     assert listed | {"manifest.json"} == set(EXPECTED_FILES)
     assert m["data"]["classes"] == list(demo.CLASS_NAMES)
     assert m["mlp"]["activations"] == list(demo.MLP_ACTIVATIONS)

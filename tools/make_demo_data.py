@@ -224,7 +224,7 @@ def finetune_part():
     torch.save(sd, out("cnn_finetuned.pth"))
     xe, ye = demo.images(**TEST)
     acc = accuracy_torch(cnn, xe, ye)
-    update_manifest("finetune", {"file": "cnn_finetuned.pth", "base": "cnn.pth", "steps": steps,
+    update_manifest("finetune", {"files": ["cnn_finetuned.pth"], "base": "cnn.pth", "steps": steps,
                                  "batch": 32, "classes": [0, 1, 2, 3, 4], "frozen": list(frozen),
                                  "accuracy": round(acc, 4)})
     print(f"fine-tuned CNN test accuracy {acc:.4f} after {steps} steps")
