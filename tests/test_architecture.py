@@ -17,12 +17,13 @@ MAX_LINES = 400
 
 # lowest first; a module may import from its own level and the ones before it
 LEVELS = [
-    {"errors", "dtypes", "render", "_widen", "_kernels", "formats.limits", "importpath"},
+    {"errors", "dtypes", "render", "_widen", "_kernels", "_chunks", "formats.limits", "importpath"},
     {"checkpoint", "names"},
     {"formats"},
-    {"keras", "builders", "match", "report", "inference", "demo", "demo_models", "_scan"},
-    {"statistics"},
-    {"images", "plots"},
+    {"keras", "builders", "match", "report", "inference", "demo", "demo_models", "_scan",
+     "layertrace", "_layerpairs", "fanout"},
+    {"statistics", "diffreport", "tensordiff"},
+    {"images", "diffplots", "plots"},
     {"widgets", "cli", "__init__"},
 ]
 

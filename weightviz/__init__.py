@@ -13,8 +13,8 @@ from .errors import (CorruptFileError, MismatchError, UnknownFormatError,
 __version__ = "0.1.0"
 
 __all__ = [
-    "open", "build", "build_mlp", "check", "load", "stats", "hist", "plot_overview",
-    "browse", "predict", "WeightvizError", "UnknownFormatError", "CorruptFileError",
+    "open", "build", "build_mlp", "check", "load", "stats", "diff", "divergence", "hist",
+    "plot_overview", "browse", "predict", "WeightvizError", "UnknownFormatError", "CorruptFileError",
     "UnsafeCheckpointError", "UnsupportedLayerError", "MismatchError",
 ]
 
@@ -48,6 +48,19 @@ def load(model, source, *args, **kwargs):
 def stats(source, **kwargs):
     from .statistics import stats as _stats
     return _stats(source, **kwargs)
+
+
+def diff(a, b, **kwargs):
+    """Compare two checkpoints or models tensor by tensor; see :func:`weightviz.tensordiff.diff`."""
+    from .tensordiff import diff as _diff
+    return _diff(a, b, **kwargs)
+
+
+def divergence(model_a, model_b, *inputs, **kwargs):
+    """Run two models side by side and find the first layer where their outputs part;
+    see :func:`weightviz.layertrace.divergence`."""
+    from .layertrace import divergence as _divergence
+    return _divergence(model_a, model_b, *inputs, **kwargs)
 
 
 def hist(source, name, **kwargs):

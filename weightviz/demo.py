@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 __all__ = ["CLASS_NAMES", "IMAGE_SHAPE", "MLP_ACTIVATIONS", "images", "path", "files",
-           "manifest", "MLP", "SmallCNN", "models"]
+           "manifest", "MLP", "SmallCNN", "KerasCNNPort", "models"]
 
 #: The ten shape classes, indexed by label.
 CLASS_NAMES = ("h-bar", "v-bar", "diag-down", "diag-up", "plus",
@@ -146,7 +146,7 @@ def images(n: int = 64, seed: int = 0, *, noise: float = 1.0):
 
 def __getattr__(name: str):
     # torch is imported only when a model class is asked for.
-    if name in ("MLP", "SmallCNN"):
+    if name in ("MLP", "SmallCNN", "KerasCNNPort"):
         from . import demo_models
         return getattr(demo_models, name)
     if name == "models":

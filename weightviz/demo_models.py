@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import WeightvizError, message
 
-__all__ = ["MLP", "SmallCNN", "as_images"]
+__all__ = ["MLP", "SmallCNN", "KerasCNNPort", "as_images"]
 
 _SIDE = 16
 
@@ -95,3 +95,76 @@ class SmallCNN(nn.Module):
 
     def forward(self, x) -> torch.Tensor:
         return torch.softmax(self.logits(x), dim=-1)
+
+
+class KerasCNNPort(nn.Module):
+    """A hand-written torch port of the demo Keras CNN (``demo_data/keras_model.h5``).
+
+    conv1(8, 3x3 'same') -> relu -> pool -> conv2(16, 3x3 'same') -> relu -> pool -> flatten
+    -> dense1(32) -> relu -> dropout -> predictions(10) -> softmax, with the Keras layer names
+    (and ``relu1``... for the activations Keras folds into its layers).  It takes the Keras
+    model's inputs (channels-last ``(N, 16, 16, 1)``, or any layout :func:`as_images` accepts)
+    and returns softmax probabilities.  Copy the Keras weights in with :meth:`load_keras`.
+
+    ``flatten="hwc"`` is the correct port: the ``(N, C, H, W)`` feature map is moved to
+    channels-last before flattening, the order the Keras Dense rows expect.
+    ``flatten="chw"`` plants the classic slip: flattening torch's channel-first map directly,
+    so ``dense1`` sees the right numbers in the wrong order (``weightviz.divergence`` finds it).
+    """
+
+    def __init__(self, flatten: str = "hwc", num_classes: int = 10):
+        super().__init__()
+        if flatten not in ("hwc", "chw"):
+            raise WeightvizError(message(
+                "KerasCNNPort: unknown flatten order", expected="'hwc' (Keras order) or 'chw'",
+                got=repr(flatten)))
+        self.flatten_order = flatten
+        self.conv1, self.relu1 = nn.Conv2d(1, 8, 3, padding=1), nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2, self.relu2 = nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.dense1, self.relu3 = nn.Linear(16 * 4 * 4, 32), nn.ReLU()
+        self.dropout = nn.Dropout(0.2)
+        self.predictions, self.softmax = nn.Linear(32, num_classes), nn.Softmax(dim=-1)
+
+    def forward(self, x) -> torch.Tensor:
+        h = self.pool1(self.relu1(self.conv1(as_images(x))))
+        h = self.pool2(self.relu2(self.conv2(h)))
+        if self.flatten_order == "hwc":
+            h = h.permute(0, 2, 3, 1)             # (N, C, H, W) -> (N, H, W, C), as Keras flattens
+        h = self.dropout(self.relu3(self.dense1(self.flatten(h))))
+        return self.softmax(self.predictions(h))
+
+    def load_keras(self, path) -> "KerasCNNPort":
+        """Copy the weights of a Keras file of the demo CNN (``.h5``, ``.keras``, ``.weights.h5``)
+        into this port: conv kernels HWIO -> OIHW, Dense kernels ``(in, out)`` -> ``(out, in)``.
+        Returns the port."""
+        from .formats import open_checkpoint
+        ckpt = path if hasattr(path, "entries") else open_checkpoint(path)
+        names = list(ckpt)
+        with torch.no_grad():
+            for layer in ("conv1", "conv2", "dense1", "predictions"):
+                kernel = self._keras_entry(ckpt, names, layer, ("kernel", "0"))
+                bias = self._keras_entry(ckpt, names, layer, ("bias", "1"))
+                kernel = kernel.transpose(3, 2, 0, 1) if kernel.ndim == 4 else kernel.T
+                mod = getattr(self, layer)
+                if tuple(mod.weight.shape) != kernel.shape or tuple(mod.bias.shape) != bias.shape:
+                    raise WeightvizError(message(
+                        f"KerasCNNPort.load_keras: layer {layer!r} has other shapes than the port",
+                        expected=f"weight {tuple(mod.weight.shape)}, bias {tuple(mod.bias.shape)} "
+                                 "after transposing", got=f"{kernel.shape}, {bias.shape}"))
+                mod.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float32)))
+                mod.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32)))
+        return self
+
+    @staticmethod
+    def _keras_entry(ckpt, names, layer, keys) -> np.ndarray:
+        for n in names:
+            parts = n.split("/")
+            if layer in parts[:-1] and parts[-1].split(":")[0] in keys:
+                return np.asarray(ckpt[n].numpy())
+        raise WeightvizError(message(
+            f"KerasCNNPort.load_keras: no {keys[0]} for layer {layer!r} in the file",
+            expected="a Keras file of the demo CNN (demo.path('keras_model.h5'))",
+            got=", ".join(names[:10])))

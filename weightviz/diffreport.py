@@ -210,7 +210,10 @@ def fmt_cosine(c: float) -> str:
     """Cosines near 1 with six decimals (four significant digits would show 0.99998 as 1)."""
     if math.isnan(c):
         return ""
-    return "1" if c == 1 else f"{c:.6f}" if c > 0.99 else render.fmt_float(c)
+    if c > 0.99:                       # '1' for anything that rounds to it: stable across BLAS
+        text = f"{c:.6f}"
+        return "1" if text == "1.000000" else text
+    return render.fmt_float(c)
 
 
 def bad_tolerance(atol) -> WeightvizError:

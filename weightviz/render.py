@@ -118,6 +118,9 @@ class View:
 
     __str__ = to_text
 
+    def __repr__(self) -> str:
+        return self.to_text()
+
     def _repr_html_(self) -> str:
         return self.to_html()
 
