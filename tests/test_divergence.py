@@ -259,3 +259,25 @@ def test_report_renders_deterministically(keras_cnn, images):
 
 def test_the_verb_is_the_module_function():
     assert wv.divergence.__doc__ and "layertrace" in wv.divergence.__doc__
+
+
+def test_plot_and_names(keras_cnn, images):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+    import weightviz.plots
+    from weightviz.render import COLOURS
+    port = demo.KerasCNNPort(flatten="chw").load_keras(KERAS)
+    r = divergence(keras_cnn, port, images, names=("keras", "port"))
+    assert r.names == ("keras", "port") and "model a    keras" in repr(r)
+    ax = weightviz.plots.divergence_plot(r)
+    labels = ax.get_xticklabels()
+    assert [lab.get_text() for lab in labels][3:5] == ["pool2", "dense1"]
+    assert [to_hex(lab.get_color()) == COLOURS["bad"] for lab in labels] == [False] * 4 + [True] * 3
+    bars = [p.get_height() for p in ax.patches]
+    assert len(bars) == len(r) and max(bars[:4]) < r.atol < min(bars[4:])
+    assert ax.get_title() == "models part at layer 5, dense1"
+    plt.close(ax.figure)
+    with pytest.raises(WeightvizError, match="two names"):
+        divergence(keras_cnn, port, images, names=("keras",))
+    with pytest.raises(WeightvizError, match="DivergenceReport"):
+        weightviz.plots.divergence_plot(object())

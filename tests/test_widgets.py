@@ -117,6 +117,40 @@ def test_explorer_compares_two_models(cnn, mlp, images):
     assert same.names == ["SmallCNN (1)", "SmallCNN (2)"] and same.max_abs_difference() == 0.0
 
 
+def test_explorer_shows_two_models_layer_by_layer(images):
+    """Two models: the 'layer by layer' panel runs divergence once, when opened, and shows
+    where a port with the flatten slip parts from the Keras model; cnn vs mlp cannot pair
+    and says so inside the widget."""
+    x, _ = images
+    keras = wv.build(demo.path("keras_model.h5"))
+    port = demo.KerasCNNPort(flatten="chw").load_keras(demo.path("keras_model.h5"))
+    e = predict(keras, x, compare=port, names=["keras", "port"])
+    assert e.layers is not None and e.layers.report is None        # nothing run yet
+    assert e.layers.body.layout.display == "none"
+    e.layers.show_report()
+    r = e.layers.report
+    assert r is not None and r.first.name_a == "dense1" and r.names == ("keras", "port")
+    assert e.layers.body.layout.display is None and "flatten order" in e.layers.table.value
+    assert "keras against port, layer by layer, on all 16 samples" in e.layers.caption.value
+    ax = e.layers.canvas.figure.axes[0]
+    assert "models part at layer 5, dense1" in ax.get_title()
+    assert e.layers.canvas.image.value[:4] == b"\x89PNG"
+    e.layers.button.value = False
+    assert e.layers.body.layout.display == "none"
+    e.layers.show_report()
+    assert e.layers.report is r                                  # computed once
+    assert predict(keras, x).layers is None
+
+
+def test_explorer_layer_panel_error_stays_in_the_panel(cnn, images):
+    x, _ = images
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].size, 3))
+    e = predict(cnn, x, compare=other)                     # nothing pairs, outputs differ
+    e.layers.show_report()
+    assert e.layers.report is None and "outputs cannot be compared" in e.layers.error.value
+    assert isinstance(e.layers.last_error, WeightvizError)
+
+
 def test_explorer_error_in_callback_is_shown_in_the_widget(cnn, images):
     x, _ = images
     e = predict(cnn, x)

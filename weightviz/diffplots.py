@@ -1,6 +1,7 @@
-"""Matplotlib views of a :class:`~weightviz.diffreport.DiffReport` (re-exported by
-:mod:`weightviz.plots`): the relative change of every tensor in model order, and one
-tensor's two histograms overlaid beside the histogram of their difference.
+"""Matplotlib views of a comparison (re-exported by :mod:`weightviz.plots`): of a
+:class:`~weightviz.diffreport.DiffReport`, the relative change of every tensor in model order
+and one tensor's two histograms overlaid beside the histogram of their difference; of a
+:class:`~weightviz.layertrace.DivergenceReport`, each paired layer's output error.
 
 Like the other plots: ``ax=`` in, what was drawn on out; no ``plt.show()``.
 """
@@ -129,3 +130,59 @@ def diff_hist(report, name: str, b=None, *, bins: int = 100, ax=None, **diff_kwa
                    ha="center", va="center", transform=right.transAxes, fontsize=9)
         right.set_axis_off()
     return np.array(axs, dtype=object) if ax is None else ax
+
+
+def divergence_plot(report, *, ax=None):
+    """Max abs error of each paired layer's output in execution order (log scale), the final
+    outputs last: layers within tolerance in green, beyond it in red, the first one where the
+    models part annotated with its name; the dashed line is ``atol``.  ``report``: a
+    :class:`~weightviz.layertrace.DivergenceReport`.  Returns the Axes."""
+    import matplotlib.pyplot as plt
+    from .layertrace import DivergenceReport
+    if not isinstance(report, DivergenceReport):
+        raise WeightvizError(message("divergence_plot draws a DivergenceReport",
+                                     fix="divergence_plot(weightviz.divergence(model_a, model_b, x))",
+                                     got=type(report).__name__))
+    rows = list(report.rows)
+    n = len(rows)
+    if ax is None:
+        _fig, ax = plt.subplots(figsize=(min(max(5.0, 0.45 * n + 2.5), 12.0), 3.4),
+                                layout="constrained")
+    err = np.array([r.max_abs_error for r in rows], dtype=float)
+    seen = err[np.isfinite(err) & (err > 0)]
+    floor = min(report.atol / 10, seen.min() / 10 if seen.size else 1.0) if report.atol > 0 else (
+        seen.min() / 10 if seen.size else 1e-8)
+    top = max(seen.max() * 3 if seen.size else 1.0, report.atol * 100, floor * 100)
+    x = np.arange(n)
+    for ok, label, colour in ((True, "within tolerance", COLOURS["ok"]),
+                              (False, "beyond tolerance", COLOURS["bad"])):
+        idx = [i for i, r in enumerate(rows) if r.within == ok and math.isfinite(err[i])]
+        if idx:
+            y = np.where(err[idx] > 0, err[idx], floor)
+            ax.bar(x[idx], y - floor / 2, bottom=floor / 2, width=0.7, color=colour, label=label)
+    for i, r in enumerate(rows):
+        if not math.isfinite(err[i]):
+            ax.scatter([i], [top / 1.6], marker="x", s=30, color=COLOURS["bad"], zorder=3)
+            ax.text(i, top / 1.25, r.status, rotation=90, ha="center", va="bottom", fontsize=7,
+                    color=COLOURS["bad"])
+    if report.atol > 0:
+        ax.axhline(report.atol, color="#57606a", lw=0.8, ls="--", zorder=0, label="atol")
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2, top * 4)
+    ax.set_xlim(-0.6, max(n - 0.4, 0.6))
+    ax.set_xticks(x)
+    ax.set_xticklabels([r.name_a if r.name_a == r.name_b else f"{r.name_a} ↔ {r.name_b}"
+                        for r in rows], rotation=60, ha="right", fontsize=8)
+    first = report.first
+    for i, lab in enumerate(ax.get_xticklabels()):
+        if not rows[i].within:
+            lab.set_color(COLOURS["bad"])
+    ax.set_ylabel("max |a − b| (log)")
+    where = (None if first is None else "the final outputs" if first.index == n
+             else f"layer {first.index}, {first.name_a}")
+    ax.set_title(f"models part at {where}" if first is not None else
+                 f"no divergence in {n} compared outputs", fontsize=10,
+                 color=COLOURS["bad"] if first is not None else COLOURS["ok"])
+    ax.grid(axis="y", which="major", color="#eaeef2", lw=0.6)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    return ax

@@ -263,9 +263,11 @@ def _trace(model, inputs, side: str):
 
 
 # -- the verb -----------------------------------------------------------------------------
-def divergence(model_a, model_b, *inputs, atol: float = 1e-5, rtol: float = 1e-4) -> DivergenceReport:
+def divergence(model_a, model_b, *inputs, atol: float = 1e-5, rtol: float = 1e-4,
+               names=None) -> DivergenceReport:
     """Run ``model_a`` and ``model_b`` on the same ``inputs`` (torch tensors or NumPy arrays,
     one positional argument per model input; never modified) and compare them layer by layer.
+    ``names``: what to call the two models in the report (default: their class names).
 
     Returns a :class:`DivergenceReport`: paired layers in execution order, the final outputs
     last, ``first`` = the first pair beyond ``|b - a| <= atol + rtol * |a|`` with a hint.
@@ -318,5 +320,9 @@ def divergence(model_a, model_b, *inputs, atol: float = 1e-5, rtol: float = 1e-4
         left = [r.name for r in recs if id(r) not in used and r.name not in skipped]
         if left:
             notes.append(f"unpaired in {side}: {capped(left)}")
-    names = (type(model_a).__name__, type(model_b).__name__)
+    if names is None:
+        names = (type(model_a).__name__, type(model_b).__name__)
+    elif len(names) != 2:
+        raise WeightvizError(message("divergence(names=...) names the two models",
+                                     expected="two names, e.g. ('keras', 'port')", got=repr(names)))
     return DivergenceReport(rows, pairing=pairing, atol=atol, rtol=rtol, names=names, notes=notes)

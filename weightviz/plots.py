@@ -16,7 +16,7 @@ import numpy as np
 from .errors import WeightvizError, message
 from .images import _source, diverging_limit, select
 from .images import heatmap_image, kernel_grid_image  # noqa: F401  (plots' public names too)
-from .diffplots import diff_hist, diff_overview  # noqa: F401  (the diff's views, here too)
+from .diffplots import diff_hist, diff_overview, divergence_plot  # noqa: F401  (here too)
 from .render import fmt_float, fmt_shape
 
 FINE_BINS = 4096          # clip= percentiles: two refining histograms, range / 4096**2

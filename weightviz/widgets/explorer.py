@@ -27,6 +27,8 @@ class PredictionExplorer(w.VBox):
     ``explorer.sample`` (or the ``slider``) picks the sample; ``explorer.shown``
     holds what is drawn: per model a list of ``(class name, value)``, largest first;
     ``explorer.outputs`` the raw outputs per model, ``explorer.last_figure`` the Figure.
+    With two models, ``explorer.layers`` is a "layer by layer" panel: opened, it runs
+    :func:`weightviz.divergence` on the samples and shows where the models part.
     """
 
     def __init__(self, models, samples, *, names=None, labels=None, class_names=None,
@@ -71,8 +73,15 @@ class PredictionExplorer(w.VBox):
             layout=w.Layout(width="auto", display=None if self.disagreements else "none"),
             tooltip="jump to the next sample where the models' top classes differ")
         self.next_disagreement.on_click(self._on_next_disagreement)
+        #: two models: the "layer by layer" panel (weightviz.divergence), else None
+        self.layers = None
+        rest = []
+        if len(models) == 2:
+            from ._layers import LayerDivergence
+            self.layers = LayerDivergence(models[0], models[1], self.samples, self.names)
+            rest = [self.layers]
         super().__init__([header, w.HBox([self.slider, self.next_disagreement]), self.title,
-                          self.error, self.canvas.image, self.diff])
+                          self.error, self.canvas.image, self.diff, *rest])
         self.add_class("wv-root")
         self.add_class("wv-prediction-explorer")
         self.canvas.image.add_class("wv-plot")
@@ -231,7 +240,8 @@ def predict(model, samples, *, labels=None, class_names=None, top_k: int = 5, na
     """A :class:`PredictionExplorer` for ``model`` (or a list of models) on ``samples``.
 
     ``compare=other_model`` (or ``model=[m1, m2]``) shows two models side by side with
-    the largest absolute difference of their outputs.
+    the largest absolute difference of their outputs, and a "layer by layer" panel
+    (:func:`weightviz.divergence`) that names the first layer where they part.
     """
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if compare is not None:
