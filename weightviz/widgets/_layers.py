@@ -28,7 +28,7 @@ class LayerDivergence(w.VBox):
         self.error = error_box()
         self.caption = w.HTML()
         self.canvas = Canvas(7.4, 3.3, dpi=96)
-        self.canvas.image.add_class("wv-plot")
+        self.canvas.image.add_class("wv-layer-plot")
         self.table = w.HTML()
         self.body = w.VBox([self.caption, self.canvas.image, self.table],
                            layout=w.Layout(display="none"))
