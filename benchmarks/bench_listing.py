@@ -23,6 +23,8 @@ would include the parent's peak, inherited across fork + exec). The "extra"
 column is weightviz's peak RSS minus the library's.
 
     .venv/bin/python benchmarks/bench_listing.py --size-mb 1024 --tensors 1000
+
+It ends with the terabyte row of ``bench_terabyte.py`` (sparse shards, no disk used).
 """
 from __future__ import annotations
 
@@ -185,6 +187,10 @@ def main(argv=None):
               "'lib list s' = the library's listing after its import; 'wv open s' = weightviz.open +\n"
               "names/shapes after `import weightviz` (includes importing numpy, the reader and, for\n"
               "torch files, torch itself). Peak RSS = VmHWM of the child process.")
+        print("\nA terabyte (benchmarks/bench_terabyte.py):")
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_terabyte
+        bench_terabyte.main(["--repeat", str(args.repeat)] + (["--dir", args.dir] if args.dir else []))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -372,6 +372,41 @@ def test_browser_error_in_callback_is_shown(cnn_ckpt):
     assert b.last_error is None and b.error.value == ""
 
 
+def test_browser_scans_a_large_tensor_in_the_background(cnn_ckpt, monkeypatch):
+    """Above BACKGROUND_BYTES a first visit shows the header card at once and the
+    statistics when the worker thread is done; a failure there lands in the error box."""
+    import threading
+    from weightviz.checkpoint import Checkpoint, TensorEntry
+    from weightviz.widgets import browser as browser_module
+    monkeypatch.setattr(browser_module, "BACKGROUND_BYTES", 4096)
+    gate = threading.Event()
+    big = np.arange(4096, dtype=np.float32).reshape(64, 64)
+
+    def slow():
+        gate.wait(10)
+        return big
+    entries = dict(cnn_ckpt.entries)
+    entries["big.weight"] = TensorEntry("big.weight", (64, 64), "float32", loader=slow)
+    entries["bad.weight"] = TensorEntry("bad.weight", (64, 64), "float32",
+                                        loader=lambda: (_ for _ in ()).throw(OSError("disk went away")))
+    b = browse(Checkpoint(entries, format="test"), eager=False)
+    b.select("big.weight")
+    assert b.scanning == "big.weight" and "computing statistics of 16.0 KiB" in b.card.value
+    assert "mean" not in b.card.value and b.hist_canvas.image.layout.display == "none"
+    gate.set()
+    b.wait(10)
+    assert b.scanning is None and "mean ± std" in b.card.value and "4095" in b.card.value
+    assert b.shown_panels == ["big.weight"] and b.hist_canvas.image.layout.display is None
+    assert b.structure.kind == "heatmap"
+    b.select("fc2.weight")                                     # small: in the foreground
+    assert b.scanning is None and "mean ± std" in b.card.value
+    b.select("big.weight")                                     # cached now: no thread
+    assert b.scanning is None and "mean ± std" in b.card.value
+    b.select("bad.weight")
+    b.wait(10)
+    assert "disk went away" in b.error.value and isinstance(b.last_error, Exception)
+
+
 def test_importing_the_widgets_imports_neither_matplotlib_nor_torch():
     import subprocess
     import sys

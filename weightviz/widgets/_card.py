@@ -1,14 +1,55 @@
-"""The LayerBrowser's statistics card: one tensor's numbers as a small HTML grid, and
-the line that says how it matched the model (when a model was given)."""
+"""The LayerBrowser's HTML pieces: the header (what the checkpoint holds, the match verdict,
+the comparison's summary), the legend under the list, the statistics card of one tensor
+as a small grid, and the line that says how it matched the model (when a model was given)."""
 from __future__ import annotations
 
-from ..render import badges_html, esc, fmt_count, fmt_float, fmt_shape
+from ..render import COLOURS, badges_html, esc, fmt_bytes, fmt_count, fmt_float, fmt_shape
+
+MARKS = {"ok": "✓", "missing": "✗", "unexpected": "+", "shape_mismatch": "≠", "transposed": "⇄",
+         "dtype_mismatch": "~", "renamed": "→", "non_finite": "!"}
+
+
+def header_html(c, common_dtype, report, compare) -> str:
+    """Format, counts, bytes, the common dtype; the match verdict; the diff summary."""
+    bits = [f"{fmt_count(len(c))} tensors", f"{fmt_count(c.num_params)} parameters",
+            fmt_bytes(c.nbytes)] + ([f"{common_dtype} unless shown"] if common_dtype else [])
+    head = f"<b>LayerBrowser</b> · {esc(c.format)} · " + " · ".join(bits)
+    if report is not None:
+        from ..report import headline_status
+        colour = COLOURS.get(headline_status(report), COLOURS["info"])
+        head += f"<div style='color:{colour};font-weight:bold'>{esc(report.verdict)}</div>"
+    if compare is not None:
+        same = compare.report.same
+        head += (f"<div style='color:{COLOURS['ok' if same else 'warn']};font-weight:bold'>"
+                 f"compared with {esc(compare.report.b)}: {esc(compare.report.summary)}</div>")
+    return f"<div class='wv-title' style='margin-bottom:6px'>{head}</div>"
+
+
+def legend_html(report, status: dict, missing: list, eager: bool, compare) -> str:
+    """What the list's marks and colours mean."""
+    if compare is not None:
+        return ("<div style='font-size:11px;color:#57606a'>Δ differs from "
+                f"{esc(compare.report.b)} (filter: changed, shape_differs, only_a); "
+                "⚑ first statistics flag</div>")
+    if report is None:
+        when = ("" if eager else "; statistics are computed (and flags shown) as "
+                "tensors are selected")
+        return ("<div style='font-size:11px;color:#57606a'>⚑ first statistics flag (+N more: see "
+                f"the card); orange rows are worth a look{when}</div>")
+    seen = set(status.values()) | ({"missing"} if missing else set())
+    items = " ".join(f"<span style='color:{COLOURS.get(s, '#000')}'>{MARKS[s]} {s}</span>"
+                     for s in MARKS if s in seen)
+    return f"<div style='font-size:11px'>{items}</div>"
 
 
 def tensor_card(name: str, entry, layer: str, s) -> str:
-    """Name, layer/shape/dtype, mean ± std, range, |max|, norm, zeros, NaN/Inf, flags."""
+    """Name, layer/shape/dtype, mean ± std, range, |max|, norm, zeros, NaN/Inf, flags
+    (``s`` None: the header's facts only, while the statistics are computed)."""
     sub = " · ".join([f"layer {esc(layer)}", esc(fmt_shape(entry.shape)), esc(entry.dtype),
-                      f"{fmt_count(s.numel)} values"])
+                      f"{fmt_count(entry.numel)} values"])
+    if s is None:
+        return (f"<div style='font-size:14px'><b>{esc(name)}</b></div>"
+                f"<div style='color:#57606a;font-size:12px;margin-bottom:4px'>{sub}</div>")
     pairs = []
     if s.finite:
         pairs += [("mean ± std", f"{fmt_float(s.mean)} ± {fmt_float(s.std)}"),

@@ -17,22 +17,25 @@ import ipywidgets as w
 
 from ..checkpoint import Checkpoint
 from ..errors import WeightvizError, message
-from ..render import COLOURS, View, badges_html, esc, fmt_bytes, fmt_count, fmt_shape
+from ..render import COLOURS, View, badges_html, esc, fmt_bytes, fmt_shape
 from ._structure import StructureView
 from ._base import Canvas, error_box, guarded, pin_text, short, style_tag
-from ._card import status_line, tensor_card
+from ._background import Background
+from ._card import MARKS, header_html, legend_html, status_line, tensor_card
 
 #: Scan every tensor when the browser opens if the checkpoint holds at most this many bytes.
 EAGER_BYTES = 32 << 20
+
+#: A selected tensor (with its layer's bias) of more bytes than this whose statistics are not
+#: cached yet is scanned on a background thread: its card shows the header at once, the
+#: statistics and plots when the scan ends (``browser.wait()`` waits for it).
+BACKGROUND_BYTES = 16 << 20
 
 #: Flags that colour a list row (the others, like ``integer``, are shown but not coloured).
 # the list's flag column is narrow: long flag names get a short form (the card spells them out)
 SHORT_FLAGS = {"single_value": "one", "all_zero": "zero", "constant": "const", "dead_units": "dead",
                "outliers": "outl", "integer": "int", "complex": "cplx", "low_precision": "lowp"}
 WARN_FLAGS = frozenset({"nan", "inf", "all_zero", "constant", "dead_units", "outliers", "empty"})
-
-MARKS = {"ok": "✓", "missing": "✗", "unexpected": "+", "shape_mismatch": "≠", "transposed": "⇄",
-         "dtype_mismatch": "~", "renamed": "→", "non_finite": "!"}
 
 
 def _leaf(name: str) -> str:
@@ -51,7 +54,8 @@ class LayerBrowser(w.VBox):
     cache off), so a revisit shows the earlier image without drawing: the figures then
     still hold the last *drawn* tensor.  ``eager`` (default: checkpoints up to 32 MiB)
     scans every tensor when the browser opens, so the list shows every flag and
-    ``check(model, ...)`` also looks for NaN/Inf; otherwise only selected tensors are read.
+    ``check(model, ...)`` also looks for NaN/Inf; otherwise only selected tensors are read,
+    large ones on a background thread (``scanning``, ``wait()``).
     """
 
     def __init__(self, source, *, model=None, compare=None, bins: int = 100,
@@ -64,6 +68,7 @@ class LayerBrowser(w.VBox):
         common = Counter(e.dtype for e in self.ckpt.values()).most_common(1)
         self._common_dtype = common[0][0] if common else None
         self._stats: dict = {}
+        self._background = Background()     # the scan of a large tensor
         self._layer_of = {n: layer for layer, ns in self.ckpt.layers().items() for n in ns}
         self.last_error = None
         self.shown_panels: list[str] = []
@@ -150,6 +155,18 @@ class LayerBrowser(w.VBox):
         if key not in [v for _, v in self.tensor_list.options]:
             self.filter.value = ""
         self.tensor_list.value = key
+
+    def wait(self, timeout: float | None = None) -> "LayerBrowser":
+        """Wait for the background scan of a large tensor, if one runs (see
+        ``BACKGROUND_BYTES``); its results are then shown.  Returns the browser."""
+        self._background.wait(timeout)
+        return self
+
+    @property
+    def scanning(self) -> str | None:
+        """The tensor whose statistics are being computed in the background, or None."""
+        key = self._background.running
+        return None if key is None else key[1]
 
     def tensor_stats(self, name: str):
         """The statistics of one tensor (computed on first use, then cached)."""
@@ -238,36 +255,10 @@ class LayerBrowser(w.VBox):
         self.list_style.value = f"<style>{''.join(rules)}</style>" + self._legend_html()
 
     def _legend_html(self) -> str:
-        if self.compare is not None:
-            return ("<div style='font-size:11px;color:#57606a'>Δ differs from "
-                    f"{esc(self.compare.report.b)} (filter: changed, shape_differs, only_a); "
-                    "⚑ first statistics flag</div>")
-        if self.report is None:
-            when = ("" if self.eager else "; statistics are computed (and flags shown) as "
-                    "tensors are selected")
-            return ("<div style='font-size:11px;color:#57606a'>⚑ first statistics flag (+N more: see "
-                    "the card); orange rows "
-                    f"are worth a look{when}</div>")
-        items = " ".join(f"<span style='color:{COLOURS.get(s, '#000')}'>{MARKS[s]} {s}</span>"
-                         for s in MARKS if s in set(self.status.values()) | ({"missing"} if self.missing else set()))
-        return f"<div style='font-size:11px'>{items}</div>"
+        return legend_html(self.report, self.status, self.missing, self.eager, self.compare)
 
     def _header_html(self) -> str:
-        c = self.ckpt
-        bits = [f"{fmt_count(len(c))} tensors", f"{fmt_count(c.num_params)} parameters",
-                fmt_bytes(c.nbytes)] + ([f"{self._common_dtype} unless shown"]
-                                        if self._common_dtype else [])
-        head = f"<b>LayerBrowser</b> · {esc(c.format)} · " + " · ".join(bits)
-        if self.report is not None:
-            from ..report import headline_status
-            colour = COLOURS.get(headline_status(self.report), COLOURS["info"])
-            head += f"<div style='color:{colour};font-weight:bold'>{esc(self.report.verdict)}</div>"
-        if self.compare is not None:
-            same = self.compare.report.same
-            head += (f"<div style='color:{COLOURS['ok' if same else 'warn']};font-weight:bold'>"
-                     f"compared with {esc(self.compare.report.b)}: "
-                     f"{esc(self.compare.report.summary)}</div>")
-        return f"<div class='wv-title' style='margin-bottom:6px'>{head}</div>"
+        return header_html(self.ckpt, self._common_dtype, self.report, self.compare)
 
     # -- callbacks ------------------------------------------------------------------
     @guarded("filter the list")
@@ -290,6 +281,10 @@ class LayerBrowser(w.VBox):
         if kind == "model":
             self._show_missing(name)
             return
+        todo = [p for p in self._panels(name) if p not in self._stats]
+        if todo and sum(self.ckpt[p].nbytes for p in todo) > BACKGROUND_BYTES:
+            self._in_background(key, todo, structure)
+            return
         s = self.tensor_stats(name)
         self.card.value = self._card_html(name, s)
         self._draw_hist(name)
@@ -297,6 +292,21 @@ class LayerBrowser(w.VBox):
             self.compare.show(name)
         if structure:
             self._draw_structure(name)
+
+    def _in_background(self, key, todo, structure) -> None:
+        """The header card now; the statistics (and plots) when a worker thread has them."""
+        self.card.value = self._card_html(key[1], None)
+        self.hist_canvas.hide()
+        self.structure.hide()
+        self._background.submit(key, lambda: self._scan_then_show(key, todo, structure))
+
+    @guarded("compute this tensor's statistics")
+    def _scan_then_show(self, key, todo, structure) -> None:
+        for p in todo:
+            self.tensor_stats(p)
+        if self.tensor_list.value == key:            # still selected: show it all
+            self._show(key, structure)
+            self._refill()                           # the row may have gained a flag
 
     def _panels(self, name: str) -> list[str]:
         """The selected tensor, or its layer's weight and bias when it is one of them."""
@@ -353,6 +363,9 @@ class LayerBrowser(w.VBox):
 
     def _card_html(self, name: str, s) -> str:
         html = tensor_card(name, self.ckpt[name], self._layer_of.get(name, name), s)
+        if s is None:
+            html += (f"<div style='color:#57606a;font-size:12px'>computing statistics of "
+                     f"{esc(fmt_bytes(self.ckpt[name].nbytes))}…</div>")
         if self.report is not None:
             html += status_line(name, self.status.get(name), self.report)
         return f"<div style='padding:2px 0 6px'>{html}</div>"
