@@ -553,3 +553,39 @@ def test_an_unreadable_tensor_names_its_cause_not_the_binning():
     ckpt = Checkpoint({"w": TensorEntry("w", (3,), "float32", loader=broken)}, format="test")
     with pytest.raises(weightviz.WeightvizError, match=r"could not read tensor 'w'.*OSError: disk on fire"):
         weightviz.stats(ckpt)
+
+
+@pytest.mark.parametrize("case", ["normal", "ties on the edges", "float64 wide", "zeros and nan"])
+def test_the_compiled_kernel_counts_what_the_numpy_kernels_count(monkeypatch, case):
+    """The numba second pass (big tensors) against the NumPy one: identical histogram and
+    counts, sums to the last bits; and both are np.histogram's counts on the finite range."""
+    pytest.importorskip("numba")
+    from weightviz import _kernels
+    rng = np.random.default_rng(5)
+    x = {"normal": lambda: rng.standard_normal(300_001).astype(np.float32),
+         "ties on the edges": lambda: np.repeat(np.float32([-1, 0, 0.5, 2]), 70_001),
+         "float64 wide": lambda: rng.standard_normal(200_000) * 1e30,
+         "zeros and nan": lambda: np.where(rng.random(300_000) < 0.3, 0, rng.standard_normal(
+             300_000)).astype(np.float32)}[case]()
+    if case == "zeros and nan":
+        x[7] = np.nan
+    source = {"w.weight": x.reshape(-1, 1) if x.size % 2 else x.reshape(-1, 2)}
+    monkeypatch.setattr(_kernels, "FUSED_MIN", 10**18)
+    slow = weightviz.stats(source)["w.weight"]
+    monkeypatch.setattr(_kernels, "FUSED_MIN", 0)
+    fast = weightviz.stats(source)["w.weight"]
+    np.testing.assert_array_equal(fast.histogram.counts, slow.histogram.counts)
+    assert (fast.zeros, fast.nan, fast.finite, fast.dead_units) == (slow.zeros, slow.nan, slow.finite,
+                                                                     slow.dead_units)
+    for k in ("mean", "std", "norm", "min", "max"):
+        assert getattr(fast, k) == pytest.approx(getattr(slow, k), rel=1e-12, abs=1e-300), k
+    f = x[np.isfinite(x)].astype(np.float64)
+    np.testing.assert_array_equal(fast.histogram.counts, np.histogram(f, 100, (f.min(), f.max()))[0])
+
+
+def test_without_numba_the_numpy_kernels_run(monkeypatch):
+    from weightviz import _kernels, _scan
+    monkeypatch.setattr(_kernels, "_FUSED", [False])
+    pl = _scan.plan([(0.0, 1.0, False)], 10**9, (10**9,))
+    assert not pl.fused and _kernels.fused() is None
+    assert weightviz.stats({"x": np.arange(5.0)})["x"].histogram.counts.sum() == 5

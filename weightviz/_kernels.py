@@ -65,3 +65,88 @@ def dot_rows(a: np.ndarray, b: np.ndarray) -> float:
     k = a.size // _ROW * _ROW
     return (float(_vecdot(a[:k].reshape(-1, _ROW), b[:k].reshape(-1, _ROW)).sum())
             + float(np.dot(a[k:], b[k:])))
+
+
+# ---------------------------------------------------------------- the fused kernel (numba)
+#: Tensors of at least this many elements use the compiled kernel when numba is installed
+#: (smaller ones never pay its compile time, about 1 s on first use without a warm cache).
+FUSED_MIN = 1 << 20
+_FUSED: list = [None]        # None: not tried yet; False: numba missing; else the functions
+
+
+def fused():
+    """The compiled second-pass kernel ``moments(x, K, lo, hi, bins, idx, counts)``, or None
+    without numba.  It runs three loops over the chunk:
+
+    ``bin_index`` puts each value's bin in an int32 buffer with fast_histogram's exact
+    float64 formula ``int((d - lo) * (1 / (hi - lo)) * bins)`` on ``d = float64(x) - K``
+    (no fused multiply-add, so the counts are those of :func:`histogram1d`), values
+    equal to ``hi`` in the last bin and values outside the range in a spare one;
+    ``scatter`` counts the buffer; ``sums`` gives ``sum(d)``, ``sum(d*d)`` and the number of
+    zeros, with the additions reassociated (vectorised): equal to the NumPy path's sums to
+    the last few bits, and the same on every run on one machine."""
+    if _FUSED[0] is None:
+        try:
+            _FUSED[0] = _compile()
+        except Exception:  # noqa: BLE001 - numba missing, or too old/new for this NumPy
+            _FUSED[0] = False
+    return _FUSED[0] or None
+
+
+def _compile():
+    import numba
+
+    opts = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+
+    @numba.njit(**opts)
+    def bin_index(x, K, lo, hi, bins, out):
+        norm = 1.0 / (hi - lo)
+        fbins = float(bins)
+        for j in range(x.size):
+            d = np.float64(x[j]) - K
+            t = (d - lo) * norm * fbins
+            k = np.int32(min(max(t, 0.0), fbins - 1.0))
+            out[j] = k if (d >= lo) & (d < hi) else (bins - 1 if d == hi else bins)
+
+    @numba.njit(fastmath={"reassoc"}, **opts)
+    def sums(x, K):
+        s1 = 0.0
+        s2 = 0.0
+        zeros = 0
+        for j in range(x.size):
+            v = x[j]
+            d = np.float64(v) - K
+            s1 += d
+            s2 += d * d
+            zeros += v == 0
+        return s1, s2, zeros
+
+    @numba.njit(**opts)
+    def scatter(idx, counts, spare):      # two counters: half the store-to-load stalls
+        m = idx.size - idx.size % 2
+        for j in range(0, m, 2):
+            counts[idx[j]] += 1
+            spare[idx[j + 1]] += 1
+        for j in range(m, idx.size):
+            counts[idx[j]] += 1
+        for b in range(counts.size):
+            counts[b] += spare[b]
+
+    @numba.njit(**opts)
+    def moments(x, K, lo, hi, bins, idx, counts):     # one call per chunk
+        ix = idx[:x.size]
+        bin_index(x, K, lo, hi, bins, ix)
+        s1, s2, zeros = sums(x, K)
+        scatter(ix, counts, np.zeros_like(counts))
+        return s1, s2, zeros
+
+    return moments
+
+
+def fused_moments(x: np.ndarray, K: float, lo: float, hi: float, bins: int, idx: np.ndarray):
+    """(zeros, sum(x-K), sum((x-K)**2), counts) of a chunk of finite float32/float64
+    values, histogram over ``[lo, hi]`` of ``x - K`` (both edges in), in one compiled pass
+    per step; ``idx``: an int32 scratch buffer at least ``x.size`` long."""
+    counts = np.zeros(bins + 1, np.int64)
+    s1, s2, zeros = fused()(x, K, lo, hi, bins, idx, counts)
+    return int(zeros), float(s1), float(s2), counts[:bins].astype(np.float64)

@@ -7,23 +7,17 @@ widened to native float32/float64 (:mod:`weightviz._widen`), then:
 * :func:`first_pass`: finite min/max per chunk; :func:`plan` turns those into the
   histogram range, the shift and the dead-unit layout (a :class:`Plan`);
 * :func:`second_pass`: zero/NaN/Inf counts, float64 sums of ``x-K`` and of its square (BLAS
-  products over 8192-element rows), the histogram over the finite range
-  (``fast_histogram``, which leaves out the upper edge: those values are added
-  back) and per-unit zero counts (dead units), as a ``Part`` per chunk;
+  rows), the histogram over the finite range (``fast_histogram``; values on the upper
+  edge added back) and per-unit zero counts (dead units), as a ``Part`` per chunk;
 * :func:`merge`: the parts, in chunk order, into one tensor's :class:`Moments`.
 
-:class:`Scanner` runs these steps on threads; the same steps can run chunk by chunk on
-other processes (the plan is plain numbers) and merge to the same result.
-
-The histogram is most of the cost: ``fast_histogram`` bins about one float64 value
-per nanosecond (one counter array, so each increment waits on the last), about 5x a
-NumPy ``sum`` over the same float32 bytes; the rest of pass B costs about as much
-again.  See ``benchmarks/bench_stats.py``.
-
-Long tensors run their chunks on a few threads unless the machine is overloaded.
-Memory-mapped pages of tensors above ``RELEASE_BETWEEN_PASSES`` are released with
-``madvise(MADV_DONTNEED)`` chunk by chunk (smaller ones when their map closes), so
-resident memory stays bounded even for a checkpoint larger than RAM.
+:class:`Scanner` runs these steps on threads (a long tensor's chunks on a few, unless the
+machine is overloaded); they also run chunk by chunk on other processes (the plan is plain
+numbers) and merge to the same result.  Tensors of ``_kernels.FUSED_MIN`` elements or more
+run the second pass as compiled loops (numba, when installed): same counts, sums equal to the
+last bits, about 2x faster (``benchmarks/bench_stats.py``).  Mapped pages of tensors above
+``RELEASE_BETWEEN_PASSES`` are released chunk by chunk (``madvise``), so resident memory
+stays bounded even for a checkpoint larger than RAM.
 """
 from __future__ import annotations
 
@@ -31,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _kernels
 from ._chunks import Chunks
-from ._kernels import finite_minmax, sum_rows, sumsq_rows, histogram1d
+from ._kernels import finite_minmax, fused_moments, sum_rows, sumsq_rows, histogram1d
 from ._widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
 from .errors import WeightvizError
 
@@ -113,6 +108,7 @@ class _Buffers:
         self.chunk = chunk
         self.d64 = np.empty(chunk, np.float64)
         self.mask = np.empty(chunk, bool)
+        self.idx = None                   # int32 bin indexes of the fused kernel, on first use
         self.widen = {}
 
     def widener(self, dtype: str, raw_dtype) -> Widener:
@@ -141,6 +137,7 @@ class Plan:
     per_unit: int
     lo: float
     hi: float
+    fused: bool = False     # the compiled kernel (numba) runs the second pass
 
 
 def _around(v: float) -> tuple[float, float]:
@@ -182,9 +179,11 @@ def plan(ranges, numel: int, shape: tuple, *, bins: int = 100, limits=None,
     units = (shape[0] if axis == "first" else shape[-1]) if len(shape) >= 2 else 0
     if axis is None or numel == 0 or units == 0 or (axis == "last" and units > chunk):
         axis, units = None, 0
+    fused = (numel >= _kernels.FUSED_MIN and not big and limits is None
+             and _kernels.fused() is not None)
     return Plan(bins=int(bins), hlo=hlo, hhi=hhi, K=K, scale=scale, big=big,
                 clipped=limits is not None, axis=axis, units=units,
-                per_unit=numel // units if units else 0, lo=lo, hi=hi)
+                per_unit=numel // units if units else 0, lo=lo, hi=hi, fused=fused)
 
 
 def second_pass(buf: "_Buffers", flat: np.ndarray, dtype: str, start: int, rng, pl: Plan) -> "Part":
@@ -194,17 +193,19 @@ def second_pass(buf: "_Buffers", flat: np.ndarray, dtype: str, start: int, rng, 
     p = Part()
     x = buf.widener(dtype, flat.dtype)(flat)
     m = x.size
+    if pl.fused and not nonfinite and x.dtype.kind == "f" and _kernels.fused() is not None:
+        if buf.idx is None:
+            buf.idx = np.empty(buf.chunk, np.int32)
+        p.zeros, p.s1, p.s2, p.counts = fused_moments(x, pl.K, pl.hlo - pl.K, pl.hhi - pl.K,
+                                                      pl.bins, buf.idx)
+        p.finite = m
+        if p.zeros and pl.axis is not None:
+            _zero_units(p, np.equal(x, 0, out=buf.mask[:m]), start, pl)
+        return p
     zmask = np.equal(x, 0, out=buf.mask[:m])
     p.zeros = int(np.count_nonzero(zmask))
     if p.zeros and pl.axis is not None:
-        if pl.axis == "first":
-            u0, u1 = start // pl.per_unit, (start + m - 1) // pl.per_unit
-            cuts = np.arange(u0, u1 + 1) * pl.per_unit - start
-            cuts[0] = 0
-            p.units = [(u0, np.add.reduceat(zmask, cuts))]
-        else:
-            idx = (np.flatnonzero(zmask) + start) % pl.units
-            p.units = [(0, np.bincount(idx, minlength=pl.units))]
+        _zero_units(p, zmask, start, pl)
     if nonfinite:
         fin = np.isfinite(x)
         p.nan = int(np.count_nonzero(np.isnan(x)))
@@ -215,6 +216,19 @@ def second_pass(buf: "_Buffers", flat: np.ndarray, dtype: str, start: int, rng, 
     if m:
         _moments(buf, x, p, pl, cmn, cmx)
     return p
+
+
+def _zero_units(p: "Part", zmask: np.ndarray, start: int, pl: Plan) -> None:
+    """Zeros per output unit of one chunk, for the dead-unit search."""
+    m = zmask.size
+    if pl.axis == "first":
+        u0, u1 = start // pl.per_unit, (start + m - 1) // pl.per_unit
+        cuts = np.arange(u0, u1 + 1) * pl.per_unit - start
+        cuts[0] = 0
+        p.units = [(u0, np.add.reduceat(zmask, cuts))]
+    else:
+        idx = (np.flatnonzero(zmask) + start) % pl.units
+        p.units = [(0, np.bincount(idx, minlength=pl.units))]
 
 
 def merge(parts, numel: int, pl: Plan, *, folded: bool = False) -> Moments:
