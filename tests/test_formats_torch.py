@@ -271,3 +271,92 @@ def test_sharded_torch_checkpoint_reads_through_its_index(tmp_path):
     bad = _torch_shards(tmp_path / "extra", {"s.bin": {"w": a, "v": b}}, wmap={"w": "s.bin"})
     with pytest.raises(WeightvizError, match="v"):
         wv.open(bad)
+
+
+def _trained():
+    """A small model after one Adam step and a scheduler step, all written by torch."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    model(torch.randn(6, 4)).sum().backward()
+    opt.step()
+    sched.step()
+    return model, opt.state_dict(), sched.state_dict()
+
+
+def _containers(sd, opt, sched):
+    lightning_sd = {f"model.{k}": v for k, v in sd.items()}
+    return {
+        "the issue's loop": ({"step": 3, "model_state": sd, "optimizer_state": opt}, "model_state"),
+        "plain loop": ({"epoch": 3, "model_state_dict": sd, "optimizer_state_dict": opt, "loss": 0.5},
+                       "model_state_dict"),
+        "lightning": ({"epoch": 1, "global_step": 10, "pytorch-lightning_version": "2.4.0",
+                       "state_dict": lightning_sd, "loops": {"fit_loop": {"epoch_progress": {"current": 1}}},
+                       "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": {
+                           "best_model_score": torch.tensor(0.25)}},
+                       "optimizer_states": [opt], "lr_schedulers": [sched],
+                       "hparams_name": "kwargs", "hyper_parameters": {"lr": 0.1}}, "state_dict"),
+        "timm": ({"epoch": 5, "arch": "mlp", "state_dict": sd, "optimizer": opt, "version": 2,
+                  "args": {"lr": 0.1}, "metric": 0.7,
+                  "state_dict_ema": {k: v.clone() for k, v in sd.items()}}, "state_dict"),
+        "fairseq": ({"args": None, "cfg": {"model": {"_name": "mlp"}}, "model": sd,
+                     "optimizer_history": [{"criterion_name": "CrossEntropyCriterion",
+                                            "optimizer_name": "Adam", "lr_scheduler_state": {"best": 1.0},
+                                            "num_updates": 100}],
+                     "extra_state": {"epoch": 2}, "last_optimizer_state": opt}, "model"),
+        "net + opt": ({"net": sd, "opt": opt, "iteration": 7}, "net"),
+        "weights + scheduler": ({"weights": sd, "scheduler": sched, "step": 5}, "weights"),
+        "ema_state": ({"ema_state": sd, "optimizer": opt, "step": 1}, "ema_state"),
+        "nested one deeper": ({"model": {"state_dict": sd, "config": {"hidden": 3}}, "optimizer": opt},
+                              "model/state_dict"),
+        "a key of its own": ({"my_weights_v2": sd, "optim": opt, "step": 2}, "my_weights_v2"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_containers({}, {}, {})))
+def test_training_checkpoints_give_the_model_weights_by_structure(tmp_path, case):
+    """Whatever the loop calls its keys, the listing is the model's state dict; the
+    optimizer (found by its state/param_groups shape) and the counters are kept apart,
+    and a strict load fits."""
+    model, opt, sched = _trained()
+    sd = model.state_dict()
+    obj, where = _containers(sd, opt, sched)[case]
+    torch.save(obj, tmp_path / "ckpt.pt")
+    ckpt = wv.open(tmp_path / "ckpt.pt")
+    prefix = "model." if case == "lightning" else ""
+    assert list(ckpt) == [prefix + k for k in sd]
+    assert ckpt.metadata["unwrapped"] == where
+    text = repr(ckpt)
+    assert f"weights from  {where}" in text
+    kept = ckpt.metadata["kept_apart"]
+    optimizer_keys = [k for k, v in kept.items() if v.startswith("optimizer")]
+    assert len(optimizer_keys) == (0 if case == "weights + scheduler" else 1), kept
+    if optimizer_keys:
+        assert f"{optimizer_keys[0]} (optimizer, 18 tensors)" in text       # 6 params x 3
+    if not prefix:
+        fresh, _, _ = _trained()
+        with torch.no_grad():
+            for p in fresh.parameters():
+                p.zero_()
+        wv.load(fresh, tmp_path / "ckpt.pt")              # strict: every name, every shape
+        assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), sd.values()))
+
+
+def test_an_optimizer_state_alone_says_so(tmp_path):
+    _, opt, _ = _trained()
+    torch.save(opt, tmp_path / "optimizer.pt")            # what HF Trainer writes beside the model
+    ckpt = wv.open(tmp_path / "optimizer.pt")
+    assert "not model weights" in ckpt.metadata["note"] and "note" in repr(ckpt)
+    assert len(ckpt) == 18
+
+
+def test_a_training_checkpoint_torch_refuses_to_load_safely_is_unwrapped_the_same(tmp_path):
+    """timm saves argparse.Namespace args: weights_only refuses, the recording reads it."""
+    import argparse
+    model, opt, _ = _trained()
+    torch.save({"epoch": 5, "state_dict": model.state_dict(), "optimizer": opt,
+                "args": argparse.Namespace(lr=0.1)}, tmp_path / "timm.pt")
+    ckpt = wv.open(tmp_path / "timm.pt")
+    assert ckpt.metadata["reader"].startswith("recording") and list(ckpt) == list(model.state_dict())
+    assert ckpt.metadata["kept_apart"]["optimizer"] == "optimizer, 18 tensors"

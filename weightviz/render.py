@@ -20,7 +20,7 @@ COLOURS = {
     "nan": "#cf222e", "inf": "#cf222e", "all_zero": "#cf222e", "dead_units": "#cf222e",
     "constant": "#9a6700", "outliers": "#9a6700", "single_value": "#57606a",
     "empty": "#57606a", "integer": "#57606a", "bool": "#57606a", "complex": "#57606a",
-    "low_precision": "#57606a",
+    "low_precision": "#57606a", "quantized": "#57606a",
     # weightviz.diff statuses
     "same": "#1a7f37", "changed": "#9a6700", "dtype_differs": "#9a6700",
     "shape_differs": "#cf222e", "only_a": "#cf222e", "only_b": "#8250df",
@@ -184,8 +184,15 @@ def checkpoint_view(ckpt) -> View:
     ]
     if ckpt.architecture is not None:
         summary.append(("architecture", ckpt.architecture.get("class_name", "yes")))
+    meta = ckpt.metadata if isinstance(ckpt.metadata, dict) else {}
+    if meta.get("unwrapped"):
+        summary.append(("weights from", meta["unwrapped"]))
     if ckpt.extras:
-        summary.append(("kept apart", ", ".join(sorted(map(str, ckpt.extras)))))
+        kept = meta.get("kept_apart") or {}
+        summary.append(("kept apart", ", ".join(
+            f"{k} ({kept[k]})" if kept.get(k) else k for k in sorted(map(str, ckpt.extras)))))
+    if meta.get("note"):
+        summary.append(("note", meta["note"]))
     rows = []
     for layer, names in ckpt.layers().items():
         for i, n in enumerate(names):

@@ -30,7 +30,7 @@ from ..checkpoint import Checkpoint, DataLocation, TensorEntry
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
 from . import sniff as _sniff
 from ._unpickle import Opaque, Recorded, TensorRecord, record
-from ._unwrap import unwrap
+from ._unwrap import describe_extras, is_optimizer_state, unwrap
 from ._zip import member_data_offset, open_zip, read_member
 
 from .limits import TORCH_MAX_PICKLE as MAX_PICKLE  # noqa: E402 - ~100 bytes per tensor in practice
@@ -182,6 +182,7 @@ def _from_torch_load(path: str, use_mmap: bool, meta: dict) -> Checkpoint | None
         return isinstance(x, torch.Tensor)
 
     tensors, extras, unwrapped = unwrap(obj, is_tensor, what=os.path.basename(path))
+    _describe(obj, extras, is_tensor, meta)
     entries = {}
     for name, t in tensors.items():
         reason = None
@@ -198,6 +199,15 @@ def _from_torch_load(path: str, use_mmap: bool, meta: dict) -> Checkpoint | None
     if unwrapped:
         meta["unwrapped"] = unwrapped
     return Checkpoint(entries, "torch", path=path, metadata=meta, extras=extras)
+
+
+def _describe(obj, extras, is_tensor, meta, module_items=lambda x: None) -> None:
+    """What was kept apart, for the summary; a note when the file is an optimizer's state."""
+    if extras:
+        meta["kept_apart"] = describe_extras(extras, is_tensor, module_items)
+    if is_optimizer_state(obj):
+        meta["note"] = ("an optimizer's state (state / param_groups), not model weights: "
+                        "the model's weights are in another file")
 
 
 # ---------------------------------------------------------------- recording path
@@ -230,6 +240,7 @@ def _module_items(x):
 def _from_record(obj, up, path, locs, fmt, meta) -> Checkpoint:
     tensors, extras, unwrapped = unwrap(obj, lambda x: isinstance(x, TensorRecord), _module_items,
                                         what=os.path.basename(path))
+    _describe(obj, extras, lambda x: isinstance(x, TensorRecord), meta, _module_items)
     entries = {}
     for name, rec in tensors.items():
         entry = _record_entry(name, rec, path, locs)
