@@ -360,3 +360,33 @@ def test_a_training_checkpoint_torch_refuses_to_load_safely_is_unwrapped_the_sam
     ckpt = wv.open(tmp_path / "timm.pt")
     assert ckpt.metadata["reader"].startswith("recording") and list(ckpt) == list(model.state_dict())
     assert ckpt.metadata["kept_apart"]["optimizer"] == "optimizer, 18 tensors"
+
+
+class _WithAttributes(torch.nn.Module):
+    """A module whose scripted form carries tensor attributes that are no state."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+        self.register_buffer("running", torch.ones(2))
+        self._state = torch.zeros(0)
+        self._context = torch.zeros(0)
+        self.inner = torch.nn.Sequential(torch.nn.Linear(2, 2))
+
+    def forward(self, x):
+        return self.inner(self.fc(x) + self.running)
+
+
+def test_torchscript_lists_what_state_dict_lists(tmp_path):
+    """The archive's code says which attributes are parameters and buffers (read as text,
+    never run); other tensor attributes are kept apart, not listed as layers."""
+    scripted = torch.jit.script(_WithAttributes())
+    scripted.save(str(tmp_path / "s.pt"))
+    ckpt = wv.open(tmp_path / "s.pt")
+    assert ckpt.format == "torchscript"
+    assert list(ckpt) == list(scripted.state_dict())
+    assert sorted(ckpt.extras["tensor_attributes"]) == ["_context", "_state"]
+    assert "tensor_attributes (2 tensors)" in repr(ckpt)
+    traced = torch.jit.trace(_WithAttributes().eval(), torch.randn(1, 3))
+    traced.save(str(tmp_path / "t.pt"))
+    assert list(wv.open(tmp_path / "t.pt")) == list(traced.state_dict())

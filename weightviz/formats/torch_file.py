@@ -30,6 +30,7 @@ from ..checkpoint import Checkpoint, DataLocation, TensorEntry
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
 from . import sniff as _sniff
 from ._unpickle import Opaque, Recorded, TensorRecord, record
+from ._script_code import state_names, state_table
 from ._unwrap import describe_extras, is_optimizer_state, unwrap
 from ._zip import member_data_offset, open_zip, read_member
 
@@ -115,10 +116,11 @@ def _read_zip(path: str, torchscript: bool | None) -> Checkpoint:
                                      f"its tensors need {need:,}")
                 locs[key] = (member_data_offset(f, info, path)
                              if info.compress_type == zipfile.ZIP_STORED else None)
+        table = state_table(z, names, prefix, path) if torchscript else {}
     meta = {"container": "zip"}
     if torchscript:
         meta["torchscript"] = True
-        return _from_record(obj, up, path, locs, "torchscript", meta)
+        return _from_record(obj, up, path, locs, "torchscript", meta, table)
     if up.classes or not all(_torch_global_ok(g) for g in up.globals):
         return _from_record(obj, up, path, locs, "torch", meta)
     mm = all(v is not None for v in locs.values())
@@ -237,9 +239,14 @@ def _module_items(x):
             + [kv for kv in items if isinstance(kv[1], (Recorded, dict, list, tuple))])
 
 
-def _from_record(obj, up, path, locs, fmt, meta) -> Checkpoint:
+def _from_record(obj, up, path, locs, fmt, meta, script_table=None) -> Checkpoint:
     tensors, extras, unwrapped = unwrap(obj, lambda x: isinstance(x, TensorRecord), _module_items,
                                         what=os.path.basename(path))
+    keep = state_names(obj, script_table, lambda x: isinstance(x, TensorRecord), _module_items)
+    if keep is not None and not unwrapped:         # TorchScript: what state_dict() lists
+        attrs = {n: tensors.pop(n) for n in [n for n in tensors if n not in keep]}
+        if attrs:
+            extras["tensor_attributes"] = attrs
     _describe(obj, extras, lambda x: isinstance(x, TensorRecord), meta, _module_items)
     entries = {}
     for name, rec in tensors.items():
