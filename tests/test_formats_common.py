@@ -15,8 +15,8 @@ from weightviz import dtypes
 
 FORMAT_NAME = {"pt": "torch", "pt_legacy": "torch", "torchscript": "torchscript",
                "whole_model": "torch", "safetensors": "safetensors", "sharded": "safetensors",
-               "npy": "numpy", "npz": "numpy", "npz_compressed": "numpy", "h5": "hdf5"}
-ORDERED = {"pt", "pt_legacy", "torchscript", "whole_model", "npy", "npz", "npz_compressed"}
+               "npy": "numpy", "npz": "numpy", "npz_compressed": "numpy", "h5": "hdf5", "gguf": "gguf"}
+ORDERED = {"pt", "pt_legacy", "torchscript", "whole_model", "npy", "npz", "npz_compressed", "gguf"}
 
 
 @pytest.mark.parametrize("label", FORMATS)
@@ -68,7 +68,7 @@ def test_input_file_is_never_written(model_files, label):
     assert (open(path, "rb").read(), os.stat(path).st_mtime_ns) == before
 
 
-@pytest.mark.parametrize("label", ["safetensors", "sharded", "npy", "npz", "npz_compressed", "h5"])
+@pytest.mark.parametrize("label", ["safetensors", "sharded", "npy", "npz", "npz_compressed", "h5", "gguf"])
 def test_opening_does_not_import_torch(model_files, label):
     path, _ = model_files[label]
     code = ("import sys, weightviz as wv\n"
@@ -83,15 +83,37 @@ def test_opening_does_not_import_torch(model_files, label):
     assert int(out.stdout) > 0
 
 
-@pytest.mark.parametrize("label", ["safetensors", "npy", "npz", "h5", "pt"])
+@pytest.mark.parametrize("label", ["safetensors", "npy", "npz", "h5", "pt", "gguf"])
 def test_locations_point_at_the_data(model_files, label):
     """Readers expose memory-mappable byte positions where the bytes lie plainly in the file."""
     path, expected = model_files[label]
     ckpt = wv.open(path)
     located = [e for e in ckpt.values() if e.location is not None]
-    if label in ("safetensors", "npz", "h5"):
+    if label in ("safetensors", "npz", "h5", "gguf"):
         assert len(located) == len(ckpt)
     for e in located:
         raw = e.raw()
         assert isinstance(raw, np.memmap)
         assert raw.shape == e.shape
+
+
+def test_summaries_label_weight_bytes_and_file_bytes(tmp_path):
+    """'weights' counts the tensors' bytes, 'file' the bytes on disk (every shard and the
+    index): a Keras full-model .h5 is mostly optimizer state and config."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    from weightviz import demo
+    text = repr(wv.open(demo.path("keras_model.keras")))
+    assert "  weights       38.3 KiB\n" in text and "(weights are 25% of it)" in text
+    a, b = np.zeros((64, 64), np.float32), np.ones(256, np.float32)
+    save_file({"a": a}, str(tmp_path / "m-1.safetensors"))
+    save_file({"b": b}, str(tmp_path / "m-2.safetensors"))
+    (tmp_path / "m.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "m-1.safetensors", "b": "m-2.safetensors"}}')
+    ckpt = wv.open(tmp_path / "m.safetensors.index.json")
+    on_disk = sum(p.stat().st_size for p in tmp_path.iterdir())
+    from weightviz.render import file_bytes
+    assert file_bytes(ckpt) == on_disk and ckpt.nbytes == a.nbytes + b.nbytes
+    assert "weights are" not in repr(ckpt)
+    from weightviz.statistics import as_checkpoint
+    assert file_bytes(as_checkpoint({"x": np.zeros(3)})) is None

@@ -171,6 +171,21 @@ def fmt_bytes(n: int) -> str:
     return str(n)
 
 
+def file_bytes(ckpt) -> int | None:
+    """Bytes of the file(s) a checkpoint was read from (every shard and the index), or None."""
+    import os
+    path = getattr(ckpt, "path", None)
+    if not path or not os.path.isfile(path):
+        return None
+    meta = ckpt.metadata if isinstance(ckpt.metadata, dict) else {}
+    folder = os.path.dirname(os.path.abspath(path))
+    shards = [os.path.join(folder, s) for s in meta.get("shards", ()) if isinstance(s, str)]
+    try:
+        return os.path.getsize(path) + sum(os.path.getsize(p) for p in shards if os.path.isfile(p))
+    except OSError:
+        return None
+
+
 def checkpoint_view(ckpt) -> View:
     """The summary of a Checkpoint: format, counts, bytes, dtypes, tensors grouped by layer."""
     from collections import Counter
@@ -179,7 +194,14 @@ def checkpoint_view(ckpt) -> View:
         ("format", ckpt.format),
         ("tensors", fmt_count(len(ckpt))),
         ("parameters", fmt_count(ckpt.num_params)),
-        ("size", fmt_bytes(ckpt.nbytes)),
+        ("weights", fmt_bytes(ckpt.nbytes)),
+    ]
+    on_disk = file_bytes(ckpt)
+    if on_disk is not None:
+        share = ckpt.nbytes / on_disk if on_disk else 1.0
+        summary.append(("file", fmt_bytes(on_disk) + (f" (weights are {share:.0%} of it)"
+                                                      if share < 0.5 and ckpt.nbytes else "")))
+    summary += [
         ("dtypes", ", ".join(f"{d} ({n})" for d, n in sorted(dts.items())) or "-"),
     ]
     if ckpt.architecture is not None:
@@ -193,6 +215,8 @@ def checkpoint_view(ckpt) -> View:
             f"{k} ({kept[k]})" if kept.get(k) else k for k in sorted(map(str, ckpt.extras)))))
     if meta.get("note"):
         summary.append(("note", meta["note"]))
+    if isinstance(meta.get("display"), dict):     # a reader's own summary lines (GGUF: architecture, ...)
+        summary += [(str(k), str(v)) for k, v in meta["display"].items()]
     rows = []
     for layer, names in ckpt.layers().items():
         for i, n in enumerate(names):
