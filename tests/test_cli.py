@@ -118,3 +118,28 @@ def test_console_script_is_installed(work):
     p = subprocess.run([str(exe), "check", "dp.pt", "--model", "mymodels:Net"], cwd=work,
                        capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_stats_command_fails_on_named_flags(tmp_path):
+    """A training job refusing to publish a checkpoint with NaN in it: exit 1 and the
+    tensor named on stderr; clean flags exit 0; --json parses; bad flags and files exit 2."""
+    torch.manual_seed(0)
+    sd = {"fc.weight": torch.randn(8, 4), "fc.bias": torch.zeros(8), "head.weight": torch.randn(3, 8)}
+    torch.save(sd, tmp_path / "ok.pt")
+    sd["head.weight"][1, 2] = float("nan")
+    torch.save(sd, tmp_path / "nan.pt")
+    ok = run("stats", "ok.pt", "--fail-on", "nan,inf", cwd=tmp_path)
+    assert ok.returncode == 0 and "Tensor statistics (torch)" in ok.stdout and ok.stderr == ""
+    bad = run("stats", "nan.pt", "--fail-on", "nan,inf,dead", cwd=tmp_path)
+    assert bad.returncode == 1 and "fail-on nan: 1 tensor (head.weight)" in bad.stderr
+    zero = run("stats", "ok.pt", "--fail-on", "zero", cwd=tmp_path)           # the short form
+    assert zero.returncode == 1 and "fail-on all_zero: 1 tensor (fc.bias)" in zero.stderr
+    assert run("stats", "nan.pt", cwd=tmp_path).returncode == 0               # no --fail-on
+    js = json.loads(run("stats", "nan.pt", "--json", cwd=tmp_path).stdout)
+    row = next(t for t in js["tensors"] if t["name"] == "head.weight")
+    assert js["flagged"] == {"nan": 1, "all_zero": 1} and row["nan"] == 1 and row["flags"] == ["nan"]
+    assert sum(row["histogram"]["counts"]) == 23 and len(row["histogram"]["edges"]) == 101
+    unknown = run("stats", "ok.pt", "--fail-on", "nan,bogus", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown flag(s) bogus" in unknown.stderr
+    missing = run("stats", "nope.pt", cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr

@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--headers-only", action="store_true",
                      help="compare names, shapes and dtypes only: skip the NaN/Inf scan and cast checks")
     chk.add_argument("--format", default=None, help="reader name, when detection is not wanted")
+    sts = sub.add_parser("stats", help="per-tensor statistics and flags; exit 1 if a --fail-on flag occurs")
+    sts.add_argument("file")
+    sts.add_argument("--json", action="store_true", help="print the table as JSON")
+    sts.add_argument("--fail-on", type=_flags, default=(), metavar="FLAGS",
+                     help="comma-separated flags that make the exit status 1, e.g. nan,inf,dead "
+                          "(any of: " + ", ".join(_FLAG_NAMES) + ")")
+    sts.add_argument("--format", default=None, help="reader name, when detection is not wanted")
     dif = sub.add_parser("diff", help="compare two checkpoints tensor by tensor; exit 1 if anything differs")
     dif.add_argument("a")
     dif.add_argument("b")
@@ -49,6 +56,35 @@ def _parser() -> argparse.ArgumentParser:
     dif.add_argument("--json", action="store_true", help="print the report as JSON")
     dif.add_argument("--changed-only", action="store_true", help="list only the pairs that differ")
     return p
+
+
+# --fail-on names: statistics flags, and the short forms the layer browser shows
+_FLAG_ALIASES = {"dead": "dead_units", "zero": "all_zero", "const": "constant", "one": "single_value",
+                 "outl": "outliers", "lowp": "low_precision"}
+_FLAG_NAMES = ("nan", "inf", "empty", "single_value", "all_zero", "constant", "dead_units",
+               "outliers", "integer", "bool", "complex", "low_precision", "quantized", "dead")
+
+
+def _flags(text: str) -> tuple:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in _FLAG_NAMES and n not in _FLAG_ALIASES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown flag(s) {', '.join(bad) or repr(text)}: "
+                                         f"expected some of {', '.join(_FLAG_NAMES)}")
+    return tuple(dict.fromkeys(_FLAG_ALIASES.get(n, n) for n in names))
+
+
+def _stats(args) -> int:
+    from .formats import open_checkpoint
+    from .statistics import stats
+    table = stats(open_checkpoint(args.file, format=args.format),
+                  progress=sys.stderr.isatty() or None)
+    print(table.to_json() if args.json else repr(table))
+    hit = {f: table.flagged(f) for f in args.fail_on if f in table.summary()}
+    for f, names in hit.items():
+        print(f"fail-on {f}: {len(names)} tensor{'s' if len(names) != 1 else ''} "
+              f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})", file=sys.stderr)
+    return EXIT_MISMATCH if hit else EXIT_OK
 
 
 def _tolerance(text: str) -> float:
@@ -84,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "diff":
             return _diff(args)
+        if args.command == "stats":
+            return _stats(args)
         if args.command == "inspect":
             print(repr(open_checkpoint(args.file, format=args.format)))
             return EXIT_OK
