@@ -16,8 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+# root (Docker, cloud notebooks): JupyterLab refuses to start without --allow-root
+USER_ID  ?= $(shell id -u)
+LAB_ARGS ?=
 lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(USER_ID)),--allow-root) $(LAB_ARGS) notebooks/
 
 test: $(VENV)/.installed
 	$(PY) -m pytest --nbval --nbval-current-env tests notebooks
