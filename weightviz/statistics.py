@@ -182,25 +182,18 @@ class StatsTable(Mapping):
         return [n for n, s in self._entries.items() if (flag in s.flags if flag else s.flags)]
 
     def to_json(self, **kwargs) -> str:
-        """The table as JSON: format, bins, flag counts, one object per tensor (its statistics,
-        histogram counts and edges; NaN and infinities as the strings "nan", "inf", "-inf")."""
+        """Format, bins, flag counts and every tensor's statistics and histogram as JSON."""
         import json
         import math
-
-        def plain(v):
-            if isinstance(v, float) and not math.isfinite(v):
-                return str(v)
-            return list(v) if isinstance(v, tuple) else v
-        tensors = []
-        for s in self._entries.values():
-            d = {k: plain(v) for k, v in s.to_dict().items()}
-            d["flags"] = list(s.flags)
-            d["histogram"] = {"counts": [int(c) for c in s.histogram.counts],
-                              "edges": [plain(float(e)) for e in s.histogram.edges]}
-            tensors.append(d)
-        kwargs.setdefault("indent", 2)
+        def plain(v):                      # NaN/inf as "nan"/"inf"/"-inf": valid JSON
+            return str(v) if isinstance(v, float) and not math.isfinite(v) else (
+                list(v) if isinstance(v, tuple) else v)
+        tensors = [{**{k: plain(v) for k, v in s.to_dict().items()}, "flags": list(s.flags),
+                    "histogram": {"counts": [int(c) for c in s.histogram.counts],
+                                  "edges": [plain(float(e)) for e in s.histogram.edges]}}
+                   for s in self._entries.values()]
         return json.dumps({"format": self.format, "bins": self.bins, "flagged": self.summary(),
-                           "tensors": tensors}, **kwargs)
+                           "tensors": tensors}, **{"indent": 2, **kwargs})
 
     def to_pandas(self):
         """A pandas DataFrame, one row per tensor (index: tensor name)."""
