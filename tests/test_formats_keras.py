@@ -467,3 +467,67 @@ def test_same_weight_names_in_different_layer_groups(tmp_path):
     for i in range(1, 4):
         k, b = ck.layer_weights(f"dense_{i}")
         assert (k.numpy() == i).all() and (b.numpy() == -i).all()
+
+
+def _legacy_h5(p, layers=("d0", "d1"), extra=None):
+    """A Keras 3 legacy ``save_weights("x.h5")`` file: vlen-string names, one group per layer."""
+    vs = h5py.string_dtype()
+    with h5py.File(p, "w") as f:
+        f.attrs.create("layer_names", list(layers), dtype=vs)
+        for i, layer in enumerate(layers):
+            g = f.create_group(layer)
+            g.attrs.create("weight_names", [f"{layer}/kernel:0"], dtype=vs)
+            g[f"{layer}/kernel:0"] = np.full((2, 3), i, "f4")
+        if extra:
+            extra(f)
+
+
+def test_legacy_objects_checked_ahead_are_reported_only_when_listed(tmp_path):
+    """The reader checks the file's objects ahead (while its string worker starts) but refuses
+    only what layer_names / weight_names lead to, with the same errors as ever."""
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\0" * 64)
+    vs = h5py.string_dtype()
+
+    def junk(f):
+        g = f.create_group("junk")
+        g["soft"], g["ext"] = h5py.SoftLink("/nowhere"), h5py.ExternalLink("o.h5", "/x")
+        g.create_dataset("raw", shape=(4,), dtype="f4", external=[(str(secret), 0, 16)])
+        g.create_dataset("s", data=["a"], dtype=vs)
+        g.attrs["weight_names"] = np.array([1.5])
+        f["d1/d1/spare"] = h5py.SoftLink("/junk")
+        f["d1/d1/t"] = np.dtype("f4")
+        f["top"] = h5py.SoftLink("/d0")
+    p = tmp_path / "w.h5"
+    _legacy_h5(p, extra=junk)
+    ck = keras_h5.read(p)
+    assert list(ck) == ["d0/kernel", "d1/kernel"] and (ck["d1/kernel"].numpy() == 1).all()
+    assert ck["d0/kernel"].location is not None
+    for names, err, match in (
+            (["d1/spare"], UnsafeCheckpointError, r"entry 'd1/spare' .* soft or user-defined link"),
+            (["d1/kernel:0/x"], CorruptFileError, r"cannot read the HDF5 entry 'd1/kernel:0/x'.*DatasetID"),
+            (["d1/t"], CorruptFileError, r"entry 'd1/t' is neither a group nor a dataset"),
+            (["d1/gone"], CorruptFileError, r"entry 'd1/gone' listed by the file is missing")):
+        with h5py.File(p, "a") as f:
+            f["d1"].attrs.create("weight_names", ["d1/kernel:0"] + names, dtype=vs)
+        with pytest.raises(err, match=match):
+            keras_h5.read(p)
+    with h5py.File(p, "a") as f:
+        f["d1"].attrs.create("weight_names", ["d1/kernel:0"], dtype=vs)
+        f.attrs.create("layer_names", ["d0", "top", "junk"], dtype=vs)
+    with pytest.raises(UnsafeCheckpointError, match=r"entry 'top' .* soft or user-defined link"):
+        keras_h5.read(p)     # raised by the layer groups' step, on its own thread: the same error
+
+
+def test_legacy_string_reads_are_one_batch(tmp_path, monkeypatch):
+    """layer_names, then every weight_names in one round trip; the entries are the same."""
+    from weightviz.formats import _h5_sandbox as sb
+    p = tmp_path / "many.h5"
+    _legacy_h5(p, layers=[f"dense_{i}" for i in range(40)])
+    asks, real = [], sb._Worker.ask
+    monkeypatch.setattr(sb._Worker, "ask",
+                        lambda self, req, t: asks.append((req.get("name"), len(req.get("objs", [])))) or real(self, req, t))
+    ck = keras_h5.read(p)
+    assert list(ck) == [f"dense_{i}/kernel" for i in range(40)]
+    assert [a for a in asks if a[0] in ("layer_names", "weight_names")] == [("layer_names", 1), ("weight_names", 40)]
+    assert [ck[f"dense_{i}/kernel"].numpy()[0, 0] for i in (0, 39)] == [0, 39]

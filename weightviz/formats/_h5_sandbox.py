@@ -34,7 +34,7 @@ sys.path[:0] = json.loads(sys.argv[1])
 proto = os.fdopen(os.dup(1), "wb")
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)          # nothing else may reach the protocol
 import numpy as np, h5py
-from h5py import h5a, h5l, h5o, h5t
+from h5py import h5a, h5l, h5t
 
 class Window(io.RawIOBase):
     def __init__(self, path, start, size):
@@ -49,7 +49,7 @@ class Window(io.RawIOBase):
         self.f.seek(self.start + self.pos); data = self.f.read(n)
         b[:len(data)] = data; self.pos += len(data); return len(data)
 
-cache, objs = [None, None], {}
+cache, objs, types = [None, None], set(), {}
 def source(req):
     p = req["file"]; st = os.stat(p)
     key = (p, st.st_size, st.st_mtime_ns, st.st_ino, req.get("offset"), req.get("length"), req.get("member"))
@@ -75,35 +75,37 @@ def close():
     cache[:] = [None, None]
 
 def read(req):
-    out, left = [], req["max"]
+    out, left, fid = [], req["max"], source(req).id
     for path in req["objs"]:
         try:
-            v = read_one(req, path, left)
+            v = read_one(req, fid, path, left)
         except Exception as e:
             v = {"error": ("%s: %s" % (type(e).__name__, e))[:300]}
         left -= sum(len(x) for x in v.get("flat", [v.get("scalar", "")]))
         out.append(v)
     return out
 
-def read_one(req, path, left):
-    # low-level h5py (the high-level Group/attrs wrappers cost twice as much), with the
+def read_one(req, fid, path, left):
+    # low-level h5py (the high-level Group/attrs wrappers cost several times as much), the
     # same result as ``obj.attrs[name]``: vlen strings decoded utf-8 / surrogateescape
-    oid, where = source(req).id, ""
+    where = b""
     for comp in [c for c in path.split("/") if c]:
-        where += "/" + comp
-        if where not in objs:
-            if oid.links.get_info(comp.encode("utf-8")).type != h5l.TYPE_HARD:
+        where += b"/" + comp.encode("utf-8")
+        if where not in objs:            # checked from the root down: its parents are hard links
+            if fid.links.get_info(where).type != h5l.TYPE_HARD:
                 raise ValueError("%r is not a hard link" % comp)
-            objs[where] = h5o.open(oid, comp.encode("utf-8"))
-        oid = objs[where]
-    a = h5a.open(oid, req["name"].encode("utf-8"))
+            objs.add(where)
+    a = h5a.open(fid, req["name"].encode("utf-8"), obj_name=where or b".")
     tid = a.get_type()
     if not (isinstance(tid, h5t.TypeStringID) and tid.is_variable_str()):
         raise TypeError("not a variable-length string attribute")
     if a.shape is None:
         return {"empty": True}
-    arr = np.zeros(a.shape, dtype=a.dtype)
-    a.read(arr, mtype=h5t.py_create(a.dtype))
+    if tid.get_cset() not in types:      # the NumPy / memory types follow from the character set
+        types[tid.get_cset()] = a.dtype, h5t.py_create(a.dtype)
+    dt, mtype = types[tid.get_cset()]
+    arr = np.zeros(a.shape, dtype=dt)
+    a.read(arr, mtype=mtype)
     flat = [b.decode("utf-8", "surrogateescape") for b in arr.flat]
     if sum(len(x) for x in flat) > left: raise ValueError("longer than %d characters" % req["max"])
     if arr.ndim == 0:
@@ -154,9 +156,12 @@ class _Worker:
         paths = sorted({os.path.dirname(os.path.dirname(importlib.util.find_spec(m).origin))
                         for m in ("h5py", "numpy")})
         self.pid, self.open_file, self.ready = os.getpid(), False, False
+        # -S: no site (its .pth files cost ~20 ms); one BLAS thread: OpenBLAS's pool, started
+        # by numpy's import, would take ~0.1 s of CPU from the reader while it starts
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", WORKER_SOURCE, json.dumps(paths)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+            [sys.executable, "-I", "-S", "-c", WORKER_SOURCE, json.dumps(paths)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True, env=env,
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         self.replies: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.replies), daemon=True).start()
@@ -313,16 +318,16 @@ def read_attr(obj, name: str, *, path, timeout: float | None = None, also=()):
     import h5py
     import numpy as np
     timeout = HDF5_ATTRIBUTE_TIMEOUT_S if timeout is None else timeout
-    where = f"the HDF5 attribute {name!r} of {obj.name!r}"
+    oname = obj.name
+    where = f"the HDF5 attribute {name!r} of {oname!r}"
     src, fkey = _FILES.get(obj.id.fileno) or _file_key(obj, where, path)
     if fkey in _FAILED:
         raise CorruptFileError(_FAILED[fkey])
-    mkey = (fkey, obj.name, name)
-    if mkey in _MEMO:
-        v = _MEMO[mkey]
+    v = _MEMO.get((fkey, oname, name), _MEMO)
+    if v is not _MEMO:
         return v.copy() if isinstance(v, np.ndarray) else v
-    objs = [obj.name] + [n for n in dict.fromkeys(o.name for o in list(also)[:999])
-                         if (fkey, n, name) not in _MEMO and n != obj.name]
+    objs = [oname] + [n for n in dict.fromkeys(o.name for o in list(also)[:999])
+                      if (fkey, n, name) not in _MEMO and n != oname]
     req = dict(src, objs=objs, name=name, max=JSON_MAX_BYTES, alarm=int(timeout) + 10)
     with _LOCK:
         w = _WORKER[0]

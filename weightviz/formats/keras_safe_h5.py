@@ -1,7 +1,11 @@
-"""Safe HDF5 access for the Keras readers: hard links only (no external / soft links),
-no external raw storage, virtual datasets or filter plugins, bounded walks, lazy
-memory-mappable dataset entries, and the helpers for Keras 3 weights-store groups."""
+"""Safe HDF5 access for the Keras readers: hard links only (no external / soft links), no external
+raw storage, virtual datasets or filter plugins, bounded walks, lazy memory-mappable dataset entries,
+the helpers for Keras 3 weights-store groups. Low-level h5py per object (h5py's wrappers cost more)."""
 from __future__ import annotations
+
+import functools
+import importlib
+import math
 
 import numpy as np
 
@@ -9,11 +13,21 @@ from .. import dtypes
 from ..checkpoint import DataLocation, TensorEntry
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
 from .keras_common import text
-
-from .limits import HDF5_MAX_DEPTH as MAX_DEPTH, HDF5_MAX_OBJECTS as MAX_NODES  # noqa: E402
-from .limits import KERAS_MAX_NAMES as MAX_NAMES  # noqa: E402
+from .limits import HDF5_MAX_DEPTH as MAX_DEPTH, HDF5_MAX_OBJECTS as MAX_NODES, KERAS_MAX_NAMES as MAX_NAMES  # noqa
 # HDF5 filters built into libhdf5/h5py; anything else would load a native plugin.
 SAFE_FILTERS = {1, 2, 3, 4, 5, 6, 32000}
+_dtype_name = functools.lru_cache(64)(dtypes.from_numpy)
+
+
+class _H5:  # h5.h5py, h5.h5o...: imported on first use (h5py takes ~40 ms to import)
+    def __getattr__(self, name):
+        g = self.h5py.Group if name == "Group" else None    # h5.Group: looks its name up only once
+        setattr(self, name, type("Group", (g,), {"name": functools.cached_property(g.name.fget)}) if g
+                else importlib.import_module("h5py" if name == "h5py" else f"h5py.{name}"))
+        return getattr(self, name)
+
+
+h5 = _H5()
 
 
 def corrupt(what: str, path, err: BaseException | None = None, **kw) -> CorruptFileError:
@@ -22,21 +36,21 @@ def corrupt(what: str, path, err: BaseException | None = None, **kw) -> CorruptF
     return CorruptFileError(message(f"{what} in {path}", got=got, **kw))
 
 
-def attr(obj, name: str, *, path, default=None, also=()):
+def attr(obj, name: str, *, path, default=None, also=(), tree=None):
     """``obj.attrs[name]`` (``default`` when absent), read only after its stored type is checked:
     Keras writes strings and numbers, and libhdf5 crashes converting a damaged variable-length
-    type (a one-bit change found by fuzzing turns a string list into a 'sequence').
-    Variable-length strings are read by ``_h5_sandbox`` in a child process (``also``: more
-    objects whose ``name`` attribute is read in the same round trip, see ``prefetch``)."""
-    from h5py import h5t
-    tid = _stored_type(obj, name, path)
+    type (a one-bit change found by fuzzing turns a string list into a 'sequence'). Variable-length
+    strings are read by ``_h5_sandbox`` in a child process (``also``: more objects whose ``name``
+    is read in the same round trip, see ``prefetch``; ``tree``: a Tree keeping stored types)."""
+    tid = tree.stored(obj, name) if tree is not None else _stored_type(obj, name, path)
     if tid is None:
         return default
+    h5t = h5.h5t
     if not isinstance(tid, (h5t.TypeStringID, h5t.TypeIntegerID, h5t.TypeFloatID, h5t.TypeEnumID)):
         raise corrupt(f"the HDF5 attribute {name!r} has a {type(tid).__name__[4:-2] or 'strange'} type",
                       path, expected="strings or numbers, as Keras writes them",
                       fix="the file is damaged or was crafted; re-save the model")
-    if _is_vlen_str(tid):
+    if _vlen(tid):
         # kept in the global heap, where a damaged size makes libhdf5 loop forever: read in
         # a child process that can be stopped (numbers and fixed-length strings never go there)
         from . import _h5_sandbox
@@ -47,15 +61,15 @@ def attr(obj, name: str, *, path, default=None, also=()):
         raise corrupt(f"cannot read the HDF5 attribute {name!r}", path, e) from None
 
 
-def names_attr(group, name, path) -> list[str]:
+def names_attr(group, name, path, tree=None) -> list[str]:
     """A ``layer_names`` / ``weight_names`` list (or its ``name0``, ``name1``... chunks) as text."""
-    attrs = group.attrs
-    if name in attrs:
-        vals = attr(group, name, path=path)
+    has = (lambda n: tree.has(group, n)) if tree is not None else group.attrs.__contains__
+    if has(name):
+        vals = attr(group, name, path=path, tree=tree)
     else:
         vals, i = [], 0
-        while f"{name}{i}" in attrs and i < 10_000:
-            vals.extend(list(attr(group, f"{name}{i}", path=path)))
+        while has(f"{name}{i}") and i < 10_000:
+            vals.extend(list(attr(group, f"{name}{i}", path=path, tree=tree)))
             i += 1
     vals = vals.tolist() if hasattr(vals, "tolist") else vals
     out = [text(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals])]
@@ -64,94 +78,96 @@ def names_attr(group, name, path) -> list[str]:
     return out
 
 
-def prefetch(objs, name: str, *, path) -> None:
+def prefetch(objs, name: str, *, path, tree=None) -> None:
     """Read attribute ``name`` of many objects ahead, 1,000 per round trip to the string
     worker (a Keras file has one per layer); ``attr`` then finds them read."""
     def vlen(o):
         try:
-            return _is_vlen_str(_stored_type(o, name, path))
+            return tree.vlen(o, name) if tree is not None else _vlen(_stored_type(o, name, path))
         except CorruptFileError:       # attr() reports it when the reader asks for it
             return False
     objs = [o for o in objs if vlen(o)]   # the others are read in-process
     for i in range(0, len(objs), 1000):
-        attr(objs[i], name, path=path, also=objs[i + 1:i + 1000])
+        attr(objs[i], name, path=path, also=objs[i + 1:i + 1000], tree=tree)
 
 
 def _stored_type(obj, name: str, path):
     """The stored datatype of attribute ``name`` (None when absent), data unread."""
-    from h5py import h5a
     try:
-        if name not in obj.attrs:
-            return None
-        return h5a.open(obj.id, name.encode("utf-8")).get_type()
+        key = name.encode("utf-8")
+        return h5.h5a.open(obj.id, key).get_type() if h5.h5a.exists(obj.id, key) else None
     except Exception as e:  # noqa: BLE001 - any h5py failure is a corrupt file
         raise corrupt(f"cannot read the HDF5 attribute {name!r}", path, e) from None
 
 
-def _is_vlen_str(tid) -> bool:
-    from h5py import h5t
-    return isinstance(tid, h5t.TypeStringID) and tid.is_variable_str()
+def _vlen(tid) -> bool:
+    return isinstance(tid, h5.h5t.TypeStringID) and tid.is_variable_str()
 
 
-def safe_get(group, relpath: str, *, path, cache: dict | None = None):
+def safe_get(group, relpath: str, *, path):
     """``group[relpath]`` following only hard links, component by component; refuses
-    external, soft and user-defined links (CVE-2026-1669 class). ``cache`` keeps the
-    groups already checked along the way (one per reader call)."""
-    import h5py
-    from h5py import h5l
-    obj = group
-    comps = [c for c in relpath.split("/") if c]
-    base = node_key(group) if cache is not None else None   # an address: ids get reused
-    for i, comp in enumerate(comps):
-        ckey = (base, "/".join(comps[:i + 1]))
-        if cache is not None and ckey in cache:
-            obj = cache[ckey]
-            continue
-        key = comp.encode("utf-8")
-        try:
-            info = obj.id.links.get_info(key) if obj.id.links.exists(key) else None
-        except Exception as e:  # noqa: BLE001 - any h5py failure is a corrupt file
-            raise corrupt(f"cannot read the HDF5 entry {relpath!r}", path, e) from None
-        if info is None:
-            raise corrupt(f"the HDF5 entry {relpath!r} listed by the file is missing", path,
-                          expected="every name in layer_names / weight_names to exist")
-        if info.type == h5l.TYPE_EXTERNAL:
-            link = obj.get(comp, getlink=True)
-            raise UnsafeCheckpointError(message(
-                f"the HDF5 entry {relpath!r} in {path} is an external link to "
-                f"{link.filename!r}:{link.path!r}",
-                expected="weights stored inside the file",
-                fix="weightviz never follows links out of a file; re-save the model"), needs=["h5:external-link"])
-        if info.type != h5l.TYPE_HARD:
-            raise UnsafeCheckpointError(message(
-                f"the HDF5 entry {relpath!r} in {path} is a soft or user-defined link",
-                expected="plain groups and datasets (Keras never writes links)",
-                fix="re-save the model"), needs=["h5:soft-link"])
-        try:
-            obj = obj[comp]
-        except Exception as e:  # noqa: BLE001
-            raise corrupt(f"cannot open the HDF5 entry {relpath!r}", path, e) from None
-        if cache is not None and i < len(comps) - 1:
-            cache[ckey] = obj
-    if not isinstance(obj, (h5py.Group, h5py.Dataset)):
-        raise corrupt(f"the HDF5 entry {relpath!r} is neither a group nor a dataset", path)
-    return obj
+    external, soft and user-defined links (CVE-2026-1669 class)."""
+    oid = group.id
+    for comp in relpath.split("/"):
+        if comp:
+            oid = _open_hard(oid, comp, relpath, path)
+    return group if oid is group.id else _wrap(oid, relpath, path)
 
 
-def check_dataset(ds, where: str, *, path):
+def _open_hard(oid, comp: str, relpath: str, path):
+    """The object under the link ``comp`` of the (low-level) group ``oid``: a hard link."""
+    key = comp.encode("utf-8")
+    try:
+        info = oid.links.get_info(key) if oid.links.exists(key) else None
+    except Exception as e:  # noqa: BLE001 - any h5py failure is a corrupt file
+        raise corrupt(f"cannot read the HDF5 entry {relpath!r}", path, e) from None
+    if info is None:
+        raise corrupt(f"the HDF5 entry {relpath!r} listed by the file is missing", path,
+                      expected="every name in layer_names / weight_names to exist")
+    if info.type == h5.h5l.TYPE_EXTERNAL:
+        link = h5.h5py.Group(oid).get(comp, getlink=True)
+        raise UnsafeCheckpointError(message(
+            f"the HDF5 entry {relpath!r} in {path} is an external link to {link.filename!r}:{link.path!r}",
+            expected="weights stored inside the file",
+            fix="weightviz never follows links out of a file; re-save the model"), needs=["h5:external-link"])
+    if info.type != h5.h5l.TYPE_HARD:
+        raise UnsafeCheckpointError(message(
+            f"the HDF5 entry {relpath!r} in {path} is a soft or user-defined link",
+            expected="plain groups and datasets (Keras never writes links)",
+            fix="re-save the model"), needs=["h5:soft-link"])
+    try:
+        child = h5.h5o.open(oid, key)
+        if h5.h5i.get_type(child) not in (h5.h5i.GROUP, h5.h5i.DATASET, h5.h5i.DATATYPE):
+            raise TypeError("Unknown object type")       # as h5py's Group.__getitem__
+    except Exception as e:  # noqa: BLE001
+        raise corrupt(f"cannot open the HDF5 entry {relpath!r}", path, e) from None
+    return child
+
+
+def _wrap(oid, relpath, path):
+    kind = h5.h5i.get_type(oid)
+    if kind in (h5.h5i.GROUP, h5.h5i.DATASET):
+        return h5.Group(oid) if kind == h5.h5i.GROUP else h5.h5py.Dataset(oid, readonly=True)
+    raise corrupt(f"the HDF5 entry {relpath!r} is neither a group nor a dataset", path)
+
+
+def check_dataset(d, where: str, *, path):
     """Refuse external raw storage, virtual datasets and non-builtin filters; first of all
     variable-length / reference types, whose fill value libhdf5 reads from the global heap
-    (where a damaged size makes it loop forever) as soon as the creation list is asked for."""
+    (where a damaged size makes it loop forever) as soon as the creation list is asked for. ``d``: a
+    dataset (an h5py one or low-level); gives its dtype, creation property list and low-level id."""
+    d = d.id if isinstance(getattr(d, "id", None), h5.h5d.DatasetID) else d   # else: fails as ever
     try:
-        dt = ds.dtype
+        dt = d.dtype
     except Exception as e:  # noqa: BLE001
         raise corrupt(f"cannot read the type of dataset {where!r}", path, e) from None
     if dt.hasobject:
         raise corrupt(f"dataset {where!r} holds {dt} values, not numbers", path,
                       expected="numeric weight arrays", fix="this is not a Keras weights dataset")
     try:
-        external, virtual = ds.external, ds.is_virtual
-        plist = ds.id.get_create_plist()
+        plist = d.get_create_plist()
+        external = h5.h5py.Dataset(d).external if plist.get_external_count() > 0 else None
+        virtual = plist.get_layout() == h5.h5d.VIRTUAL
         filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
     except Exception as e:  # noqa: BLE001
         raise corrupt(f"cannot read the header of dataset {where!r}", path, e) from None
@@ -168,41 +184,54 @@ def check_dataset(ds, where: str, *, path):
             expected="no compression or the built-in gzip/shuffle/lzf filters",
             fix="weightviz never loads native filter plugins; re-save without that filter"),
             needs=[f"h5:filter-{b}" for b in bad])
+    return dt, plist, d
 
 
-def dataset_dtype(ds, where: str, *, path) -> tuple[str, np.dtype]:
-    """Canonical dtype name and the NumPy dtype of the stored bits."""
-    dt = ds.dtype
-    if dt.kind == "V" and dt.itemsize == 2 and text(attr(ds, "dtype", path=path, default="")) == "bfloat16":
-        return "bfloat16", np.dtype("<u2")
-    name = dtypes.from_numpy(dt)
+def dataset_dtype(ds, where: str, *, path, dt=None) -> tuple[str, np.dtype]:
+    """Canonical dtype name and the NumPy dtype of the stored bits (``dt``: ``ds.dtype``, known;
+    ``ds`` None: a bfloat16 candidate is refused rather than its attribute read, see prewalk)."""
+    dt = ds.dtype if dt is None else dt
+    if dt.kind == "V" and dt.itemsize == 2:
+        if ds is None:
+            raise LookupError("its dtype attribute is left to the reader")
+        ds = h5.h5py.Dataset(ds, readonly=True) if isinstance(ds, h5.h5d.DatasetID) else ds
+        if text(attr(ds, "dtype", path=path, default="")) == "bfloat16":
+            return "bfloat16", np.dtype("<u2")
+    name = _dtype_name(dt)
     if name not in dtypes.ITEMSIZE_BITS or dt.fields is not None:
         raise corrupt(f"dataset {where!r} holds {dt} values, not numbers", path,
                       expected="numeric weight arrays", fix="this is not a Keras weights dataset")
     return name, dt
 
 
-def dataset_entry(name: str, ds, where: str, *, path, opener, file_size=None,
-                  mmap_path=None, base_offset=0) -> TensorEntry:
-    """A lazy TensorEntry for one HDF5 dataset; memory-mappable when stored contiguous
-    and unfiltered inside a plain file. Reads no data."""
-    check_dataset(ds, where, path=path)
-    dtype, raw_dt = dataset_dtype(ds, where, path=path)
+def dataset_head(d, where: str, *, path, file_size=None, ds=None) -> tuple:
+    """All ``dataset_entry`` checks and needs of dataset ``d``, reading no data: (dtype name, NumPy
+    dtype of the bits, shape, offset or None, nbytes). ``ds``: for a bfloat16 one (dataset_dtype)."""
+    dt, plist, d = check_dataset(d, where, path=path)
+    dtype, raw_dt = dataset_dtype(ds, where, path=path, dt=dt)
     try:
-        shape, chunks = ds.shape, ds.chunks
-        offset = ds.id.get_offset() if chunks is None else None
+        shape = d.shape or ()
+        chunks = plist.get_chunk() if plist.get_layout() == h5.h5d.CHUNKED else None
+        offset = d.get_offset() if chunks is None else None
     except Exception as e:  # noqa: BLE001
         raise corrupt(f"cannot read the header of dataset {where!r}", path, e) from None
-    if shape is None:
-        shape = ()
-    nbytes = int(np.prod(shape, dtype=np.float64)) * raw_dt.itemsize
+    nbytes = int(math.prod(float(s) for s in shape)) * raw_dt.itemsize     # float64, as np.prod
     if offset is not None and file_size is not None and offset + nbytes > file_size:
         raise corrupt(f"dataset {where!r} extends past the end of the file", path,
                       expected=f"its {nbytes} bytes within the file's {file_size} bytes",
                       fix="the file is truncated: re-download or re-save it")
-    location = None
-    if mmap_path is not None and offset is not None and nbytes > 0:
-        location = DataLocation(mmap_path, base_offset + offset, raw_dt, "C")
+    return dtype, raw_dt, shape, offset, nbytes
+
+
+def dataset_entry(name: str, ds, where: str, *, path, opener, file_size=None,
+                  mmap_path=None, base_offset=0, head=None) -> TensorEntry:
+    """A lazy TensorEntry for one HDF5 dataset; memory-mappable when stored contiguous
+    and unfiltered inside a plain file. Reads no data. ``head``: its dataset_head, known."""
+    if head is None:
+        head = dataset_head(ds, where, path=path, file_size=file_size, ds=ds)
+    dtype, raw_dt, shape, offset, nbytes = head
+    location = (DataLocation(mmap_path, base_offset + offset, raw_dt, "C")
+                if mmap_path is not None and offset is not None and nbytes > 0 else None)
 
     def load():
         with opener() as f:
@@ -225,21 +254,116 @@ def dataset_entry(name: str, ds, where: str, *, path, opener, file_size=None,
 
 
 def node_key(obj) -> int:
-    import h5py
-    return h5py.h5o.get_info(obj.id).addr
+    return h5.h5o.get_info(obj.id).addr
+
+
+class Tree:
+    """One open file's objects by path (``"dense/dense/kernel:0"``) for one reader call: each link,
+    attribute type and dataset header is checked once, by the checks above, and kept if it passes
+    (a failure is not: the reader works it out again and reports it). ``prewalk``: all ahead."""
+
+    def __init__(self, f, path, file_size=None):
+        self.path, self.file_size = path, file_size
+        self.ids, self.objs, self.kinds, self.heads, self.memo = {"": f.id}, {"": f}, {}, {}, {}
+
+    def get(self, base: str, relpath: str) -> str:
+        """The path of ``relpath`` under the object at ``base``, checked as ``safe_get`` does."""
+        ids, oid, key, comps = self.ids, self._oid(base), base, [c for c in relpath.split("/") if c]
+        for i, comp in enumerate(comps):
+            key = f"{key}/{comp}" if key else comp
+            if key not in ids and i == len(comps) - 1 and key in self.heads:
+                return key                                  # a dataset checked in full (and let go)
+            oid = ids[key] if key in ids else ids.setdefault(key, _open_hard(oid, comp, relpath, self.path))
+        if key != base and key not in self.kinds:
+            kind = h5.h5i.get_type(oid)
+            if kind not in (h5.h5i.GROUP, h5.h5i.DATASET):
+                raise corrupt(f"the HDF5 entry {relpath!r} is neither a group nor a dataset", self.path)
+            self.kinds[key] = kind
+        return key
+
+    def obj(self, key: str):                      # the h5py object at a path get() returned
+        o = self.objs.get(key)
+        return o if o is not None else self.objs.setdefault(key, _wrap(self._oid(key), key, self.path))
+
+    def _oid(self, key: str):     # the low-level id at ``key``, opened again if it was let go
+        if key not in self.ids:
+            self.ids[key] = _open_hard(self._oid(key.rpartition("/")[0]), key.rpartition("/")[2], key, self.path)
+        return self.ids[key]
+
+    def _kept(self, what, obj, name, work):
+        m = self.memo.get((what, id(obj), name))
+        if m is None or m[0] is not obj:          # obj is kept with it: its id() is not reused
+            m = self.memo[(what, id(obj), name)] = (obj, work())
+        return m[1]
+
+    def has(self, obj, name: str) -> bool:        # name in obj.attrs (known once its type is)
+        m = self.memo.get(("type", id(obj), name))
+        return m[1] is not None if m and m[0] is obj else self._kept("has", obj, name, lambda: name in obj.attrs)
+
+    def stored(self, obj, name: str):
+        """``_stored_type(obj, name)``; ``vlen``: whether it is a variable-length string."""
+        return self._kept("type", obj, name, lambda: _stored_type(obj, name, self.path))
+
+    def vlen(self, obj, name: str) -> bool:
+        return self._kept("vlen", obj, name, lambda: _vlen(self.stored(obj, name)))
+
+    def head(self, key: str, where: str) -> tuple:   # dataset_head (where: its name in messages)
+        if key not in self.heads:
+            d = self._oid(key) if self.kinds.get(key) == h5.h5i.DATASET else self.obj(key)   # a group fails
+            self.heads[key] = dataset_head(d, where, path=self.path, file_size=self.file_size, ds=self._oid(key))
+        return self.heads[key]
+
+    def prewalk(self, base: str, attr_name: str, limit: int = 200_000, depth: int = 8) -> None:
+        """Do ahead, quietly (nothing raised, only successes kept), what a reader of the groups under
+        ``base`` asks for: each object below (hard links), each child group's ``attr_name`` type,
+        each dataset's header; no attribute is read. Runs while the string worker starts."""
+        try:
+            todo = [(self.get("", base), 0)]
+        except Exception:  # noqa: BLE001 - the reader reports it
+            return
+        h5i, h5o, hard, ids, kinds = h5.h5i, h5.h5o, h5.h5l.TYPE_HARD, self.ids, self.kinds
+        group, dataset = h5i.GROUP, h5i.DATASET
+        while todo and limit > 0:
+            key, level = todo.pop()
+            links: list = []
+            try:
+                ids[key].links.iterate(lambda n, i: links.append((n, i.type)), info=True)
+            except Exception:  # noqa: BLE001
+                continue
+            limit -= len(links)
+            for raw, ltype in links:
+                try:
+                    k = f"{key}/{raw.decode('utf-8')}" if key else raw.decode("utf-8")
+                    oid = ids.get(k)
+                    if oid is None and ltype == hard:          # what _open_hard keeps, as it would
+                        oid = h5o.open(ids[key], raw)
+                        kind = h5i.get_type(oid)
+                        if kind not in (group, dataset):     # (a named type: the reader's error)
+                            continue
+                        ids[k], kinds[k] = oid, kind
+                    kind = kinds.get(k)
+                    if kind == group:
+                        if level == 0:          # what the reader's string reads need, at hand
+                            self.vlen(self.obj(k), attr_name) and self.obj(k).name
+                        if level < depth:
+                            todo.append((k, level + 1))
+                    elif kind == dataset and k not in self.heads:     # then let go: ~5 kB each
+                        self.heads[k] = dataset_head(oid, k, path=self.path, file_size=self.file_size)
+                        del ids[k]
+                except Exception:  # noqa: BLE001 - worked out again, and reported, when asked
+                    continue
 
 
 # --------------------------------------------------------------------------- Keras 3 store groups
 
 def children(g, path):
     """Sub-groups of an HDF5 group (hard links only), excluding ``vars``."""
-    import h5py
     out = []
     for k in g:
         link = g.get(k, getlink=True)
-        if not isinstance(link, h5py.HardLink):
+        if not isinstance(link, h5.h5py.HardLink):
             safe_get(g, k, path=path)  # raises the house error
-        if k != "vars" and isinstance(g.get(k), h5py.Group):
+        if k != "vars" and isinstance(g.get(k), h5.h5py.Group):
             out.append(k)
     return out
 
@@ -257,13 +381,12 @@ def file_order(g):
     """Where a group's objects sit in the file: the largest address of the group, its
     ``vars`` group and first variable (HDF5 reuses freed space, so one address alone can
     be out of creation order). Used to order groups only when no config tells."""
-    import h5py
     keys = [node_key(g)]
     v = g.get("vars", getlink=True)
-    if isinstance(v, h5py.HardLink):
+    if isinstance(v, h5.h5py.HardLink):
         keys.append(node_key(g["vars"]))
         first = g["vars"].get("0", getlink=True)
-        if isinstance(first, h5py.HardLink):
+        if isinstance(first, h5.h5py.HardLink):
             keys.append(node_key(g["vars"]["0"]))
     return max(keys)
 

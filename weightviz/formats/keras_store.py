@@ -8,6 +8,7 @@ of its own choosing, and never imports the front doors.
 from __future__ import annotations
 
 import re
+import threading
 
 from ..checkpoint import Checkpoint
 from ..errors import CorruptFileError, WeightvizError, message
@@ -139,26 +140,64 @@ def regroup(names: list[str], prefix: str, entry: dict | None) -> list[str]:
     return out
 
 
-def _read_legacy(f, kind, arch, kw) -> Checkpoint:
-    path = kw["path"]
+def _first(f, kind, arch, tree, path):
+    """The legacy reader's first steps, up to every layer's weight_names: all string reads."""
     raw = None
     if kind == "full" and "model_config" in f.attrs:
         raw = kc.load_json(kc.text(sh.attr(f, "model_config", path=path)).encode(), what="model_config", path=path)
         arch = kc.normalise(raw, path=path, what="model_config",
                             keras_version=_attr(f, "keras_version", path), backend=_attr(f, "backend", path))
+    wkey = tree.get("", "model_weights" if kind == "full" else "")
+    layer_names = sh.names_attr(tree.obj(wkey), "layer_names", path, tree)
+    layer_keys = {layer: tree.get(wkey, layer) for layer in layer_names}
+    sh.prefetch([tree.obj(k) for k in layer_keys.values()], "weight_names", path=path, tree=tree)
+    return raw, arch, wkey, layer_names, layer_keys
+
+
+def _meanwhile(fn, *args):
+    """Start ``fn(*args)`` on a thread; the function returned waits for it and returns what it
+    returned or raises what it raised (``wait_only``: only waits)."""
+    out: list = []
+
+    def run():
+        try:
+            out.append((True, fn(*args)))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller as is
+            out.append((False, e))
+    t = threading.Thread(target=run, name="weightviz-keras-names", daemon=True)
+    t.start()
+
+    def result(wait_only=False):
+        t.join()
+        ok, value = out[0]
+        if ok or wait_only:
+            return value
+        raise value
+    return result
+
+
+def _read_legacy(f, kind, arch, kw) -> Checkpoint:
+    path = kw["path"]
     wroot_path = "model_weights" if kind == "full" else ""
-    wroot = sh.safe_get(f, wroot_path, path=path) if wroot_path else f
-    layer_names = sh.names_attr(wroot, "layer_names", path)
+    tree = sh.Tree(f, path, kw["file_size"])
+    # the first steps wait on the string worker (starting, then reading): meanwhile, the
+    # objects they name are checked (quietly, see Tree.prewalk) and found checked after
+    first = _meanwhile(_first, f, kind, arch, tree, path)
+    try:
+        tree.prewalk(wroot_path, "weight_names")
+    except BaseException:
+        first(wait_only=True)
+        raise
+    raw, arch, wkey, layer_names, layer_keys = first()
+    wroot = tree.obj(wkey)
     entries_by_name = {kc.entry_name(e): e for e in kc.layer_entries(arch)} if arch else {}
-    entries, groups, cache = {}, {}, {}
-    layer_groups = {layer: sh.safe_get(wroot, layer, path=path) for layer in layer_names}
-    sh.prefetch(layer_groups.values(), "weight_names", path=path)
+    entries, groups = {}, {}
     for layer in layer_names + ["top_level_model_weights"]:
         if layer == "top_level_model_weights" and wroot.get(layer, getlink=True) is None:
             continue
-        g = layer_groups.get(layer) or sh.safe_get(wroot, layer, path=path)
+        gkey = layer_keys[layer] if layer in layer_keys else tree.get(wkey, layer)
         names, dsets = [], {}
-        for w in sh.names_attr(g, "weight_names", path):
+        for w in sh.names_attr(tree.obj(gkey), "weight_names", path, tree):
             n = tensor_name(layer, w)
             if n in entries or n in dsets:
                 n = f"{layer}/{w}"
@@ -166,8 +205,8 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
                 while n in entries or n in dsets:
                     n, k = f"{layer}/{w}#{k}", k + 1
             where = f"{wroot_path}/{layer}/{w}".lstrip("/")
-            ds = sh.safe_get(g, w, path=path, cache=cache)
-            dsets[n] = sh.dataset_entry(n, ds, where, **kw)
+            dkey = tree.get(gkey, w)
+            dsets[n] = sh.dataset_entry(n, None, where, head=tree.head(dkey, where), **kw)
             names.append(n)
         names = regroup(names, layer, entries_by_name.get(layer))
         for n in names:
@@ -176,12 +215,12 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
             groups[layer] = names
     extras = {}
     if kind == "full" and f.get("optimizer_weights", getlink=True) is not None:
-        og = sh.safe_get(f, "optimizer_weights", path=path)
+        og = tree.obj(tree.get("", "optimizer_weights"))
         extras["optimizer"] = {}
-        for w in sh.names_attr(og, "weight_names", path):
+        for w in sh.names_attr(og, "weight_names", path, tree):
             where = f"optimizer_weights/{w}"
             n = re.sub(r":\d+$", "", w)
-            extras["optimizer"][n] = sh.dataset_entry(n, sh.safe_get(f, where, path=path), where, **kw)
+            extras["optimizer"][n] = sh.dataset_entry(n, None, where, head=tree.head(tree.get("", where), where), **kw)
     if "training_config" in f.attrs:
         try:
             extras["training_config"] = kc.load_json(kc.text(sh.attr(f, "training_config", path=path)).encode(),
