@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     sts.add_argument("--json", action="store_true", help="print the table as JSON")
     sts.add_argument("--fail-on", type=_flags, default=(), metavar="FLAGS",
                      help="comma-separated flags that make the exit status 1, e.g. nan,inf,dead "
-                          "(any of: " + ", ".join(_FLAG_NAMES) + ")")
+                          "(any of: " + ", ".join(_flag_names()) + ")")
     sts.add_argument("--format", default=None, help="reader name, when detection is not wanted")
     dif = sub.add_parser("diff", help="compare two checkpoints tensor by tensor; exit 1 if anything differs")
     dif.add_argument("a")
@@ -61,16 +61,20 @@ def _parser() -> argparse.ArgumentParser:
 # --fail-on names: statistics flags, and the short forms the layer browser shows
 _FLAG_ALIASES = {"dead": "dead_units", "zero": "all_zero", "const": "constant", "one": "single_value",
                  "outl": "outliers", "lowp": "low_precision"}
-_FLAG_NAMES = ("nan", "inf", "empty", "single_value", "all_zero", "constant", "dead_units",
-               "outliers", "integer", "bool", "complex", "low_precision", "quantized", "dead")
+
+
+def _flag_names() -> tuple:
+    from .statistics import FLAGS
+    return FLAGS + tuple(_FLAG_ALIASES)
 
 
 def _flags(text: str) -> tuple:
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in _FLAG_NAMES and n not in _FLAG_ALIASES]
+    known = _flag_names()
+    bad = [n for n in names if n not in known]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown flag(s) {', '.join(bad) or repr(text)}: "
-                                         f"expected some of {', '.join(_FLAG_NAMES)}")
+                                         f"expected some of {', '.join(known)}")
     return tuple(dict.fromkeys(_FLAG_ALIASES.get(n, n) for n in names))
 
 
