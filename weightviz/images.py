@@ -23,7 +23,8 @@ def _leaf(name: str) -> str:
 
 def _source(source):
     """(checkpoint or None, StatsTable or None) for any accepted source."""
-    from .statistics import StatsTable, as_checkpoint
+    from .sources import as_checkpoint
+    from .statistics import StatsTable
     if isinstance(source, StatsTable):
         return None, source
     return as_checkpoint(source), None

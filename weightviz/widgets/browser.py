@@ -60,7 +60,7 @@ class LayerBrowser(w.VBox):
 
     def __init__(self, source, *, model=None, compare=None, bins: int = 100,
                  eager: bool | None = None, rows: int = 20, cache: int = 32):
-        from ..statistics import as_checkpoint
+        from ..sources import as_checkpoint
         self.ckpt: Checkpoint = as_checkpoint(source)
         self.bins = int(bins)
         self.names = list(self.ckpt)
