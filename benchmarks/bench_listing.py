@@ -13,6 +13,10 @@ uncompressed .npz and an .h5, then for each file runs, in fresh subprocesses
 * keras-h5:    the same, on a Keras weights file laid out as Keras 3's legacy ``.h5`` writer
                does (one group per layer, ``layer_names`` / ``weight_names`` as variable-length
                string attributes, which weightviz reads in its helper process)
+* gguf:        ``gguf.GGUFReader(PATH, "r")`` (llama.cpp's own reader) names + shapes, on F32
+               tensors written by ``gguf.GGUFWriter`` with a few llama metadata keys
+* gguf-vocab:  the same with a ``--gguf-vocab`` token vocabulary (tokens, scores, token types:
+               what every real GGUF carries; GGUFReader walks each array element in Python)
 
 Times are wall-clock from before the first import to the end of the listing (imports
 included: weightviz pays for torch only on torch files), and of the listing alone after
@@ -85,11 +89,35 @@ with h5py.File(PATH, "r") as f:
 """),
 }
 LISTINGS["keras-h5"] = LISTINGS["h5"]
+LISTINGS["gguf"] = ("import gguf", """
+r = gguf.GGUFReader(PATH, "r")
+out = [(t.name, tuple(reversed(t.shape.tolist()))) for t in r.tensors]
+""")
+LISTINGS["gguf-vocab"] = LISTINGS["gguf"]
 FILES = {"safetensors": "ckpt.safetensors", "torch": "ckpt.pt", "npz": "ckpt.npz", "h5": "ckpt.h5",
-         "keras-h5": "keras.h5"}
+         "keras-h5": "keras.h5", "gguf": "ckpt.gguf", "gguf-vocab": "vocab.gguf"}
 
 
-def write_files(folder: str, size_mb: int, n: int) -> dict[str, str]:
+def write_gguf(path: str, arrays: dict, vocab: int = 0):
+    import gguf
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(4096)
+    w.add_block_count(len(arrays))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if vocab:
+        w.add_tokenizer_model("llama")
+        w.add_token_list([f"tok{i}" for i in range(vocab)])
+        w.add_token_scores([0.0] * vocab)
+        w.add_token_types([1] * vocab)
+    for k, v in arrays.items():
+        w.add_tensor(k, v)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def write_files(folder: str, size_mb: int, n: int, vocab: int = 32000) -> dict[str, str]:
     import h5py
     import numpy as np
     import torch
@@ -117,6 +145,8 @@ def write_files(folder: str, size_mb: int, n: int) -> dict[str, str]:
             g = f.create_group(layer)
             g.attrs.create("weight_names", [f"{layer}/kernel"], dtype=vstr)
             g[f"{layer}/kernel"] = v
+    write_gguf(paths["gguf"], arrays)
+    write_gguf(paths["gguf-vocab"], arrays, vocab)
     return paths
 
 
@@ -153,11 +183,13 @@ def main(argv=None):
     ap.add_argument("--tensors", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", default=None, help="where to write the temporary files")
+    ap.add_argument("--gguf-vocab", type=int, default=32000, help="tokens in the gguf-vocab file "
+                    "(Llama 2: 32,000; Llama 3: 128,256; Gemma 3: 262,144)")
     args = ap.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="wv-bench-", dir=args.dir)
     try:
         t = time.perf_counter()
-        paths = write_files(folder, args.size_mb, args.tensors)
+        paths = write_files(folder, args.size_mb, args.tensors, args.gguf_vocab)
         sizes = {k: os.path.getsize(p) / 2**20 for k, p in paths.items()}
         print(f"wrote {len(paths)} files of ~{args.size_mb} MB, {args.tensors} tensors each "
               f"in {time.perf_counter() - t:.0f} s")

@@ -80,7 +80,26 @@ def write_all(folder, model) -> dict:
         for k, v in arrays.items():
             f[k.replace(".", "/")] = v
     out["h5"] = (p("model.h5"), {k.replace(".", "/"): v for k, v in plain.items()})
+    out["gguf"] = (p("model.gguf"), write_gguf(p("model.gguf"), sd))
     return out
+
+
+def write_gguf(path, sd) -> dict:
+    """``sd`` through the gguf package's GGUFWriter (no float8 type in GGUF: left out)."""
+    import gguf
+    w = gguf.GGUFWriter(path, "tiny")
+    kept = {k: v for k, v in sd.items() if v.dtype != torch.float8_e4m3fn}
+    for k, v in kept.items():
+        if v.dtype == torch.bfloat16:
+            w.add_tensor(k, v.view(torch.int16).numpy().view("<u2"), raw_shape=tuple(v.shape),
+                         raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            w.add_tensor(k, v.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return kept
 
 
 @pytest.fixture(scope="session")

@@ -175,7 +175,7 @@ def test_outside_traps_are_real(tmp_path):
 
 def test_limits_live_in_one_place():
     """The readers take their limits from weightviz/formats/limits.py (documented in docs/safety.md, linked from the README)."""
-    from weightviz.formats import (_h5_sandbox, _index, _unpickle, _unwrap, _zip, hdf5_file, keras_common,
+    from weightviz.formats import (_gguf_header, _h5_sandbox, _index, _unpickle, _unwrap, _zip, hdf5_file, keras_common,
                                    keras_safe_h5, keras_zip, limits, numpy_file, safetensors_file,
                                    sniff, torch_file)
     pairs = [(sniff.SAFETENSORS_MAX_HEADER, limits.SAFETENSORS_MAX_HEADER),
@@ -190,7 +190,9 @@ def test_limits_live_in_one_place():
              (keras_common.MAX_JSON_BYTES, limits.JSON_MAX_BYTES), (keras_common.MAX_NODES, limits.CONFIG_MAX_NODES),
              (keras_safe_h5.MAX_NAMES, limits.KERAS_MAX_NAMES), (keras_safe_h5.MAX_NODES, limits.HDF5_MAX_OBJECTS),
              (keras_safe_h5.MAX_DEPTH, limits.HDF5_MAX_DEPTH),
-             (_h5_sandbox.HDF5_ATTRIBUTE_TIMEOUT_S, limits.HDF5_ATTRIBUTE_TIMEOUT_S)]
+             (_h5_sandbox.HDF5_ATTRIBUTE_TIMEOUT_S, limits.HDF5_ATTRIBUTE_TIMEOUT_S),
+             (_gguf_header.MAX_HEADER, limits.GGUF_MAX_HEADER), (_gguf_header.MAX_TENSORS, limits.GGUF_MAX_TENSORS),
+             (_gguf_header.MAX_KEYS, limits.GGUF_MAX_KEYS), (_gguf_header.MAX_DEPTH, limits.GGUF_MAX_ARRAY_DEPTH)]
     assert all(a == b for a, b in pairs)
     root = Path(__file__).resolve().parents[1]
     safety = (root / "docs" / "safety.md").read_text(encoding="utf-8")

@@ -48,7 +48,7 @@ class TensorEntry:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * dtypes.ITEMSIZE_BITS.get(self.dtype, 0) // 8
+        return dtypes.nbytes(self.dtype, self.numel)
 
     def raw(self) -> np.ndarray:
         """The stored values as a NumPy array: a read-only memory map when the bytes lie

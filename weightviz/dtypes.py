@@ -29,6 +29,32 @@ SAFETENSORS = {
 FLOATS = {n for n in ITEMSIZE_BITS if n.startswith(("float", "bfloat"))}
 LOW_PRECISION = {n for n in FLOATS if ITEMSIZE_BITS[n] <= 16}
 
+# block-quantized ggml types (GGUF files), by their GGUF names: name -> (elements per block,
+# bytes per block), as gguf.GGML_QUANT_SIZES (tests/test_formats_gguf.py checks they agree).
+# Their data reads as float32 (dequantized), so they count as floats.
+QUANTIZED = {
+    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
+    "Q8_1": (32, 40), "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144),
+    "Q5_K": (256, 176), "Q6_K": (256, 210), "Q8_K": (256, 292), "IQ2_XXS": (256, 66),
+    "IQ2_XS": (256, 74), "IQ3_XXS": (256, 98), "IQ1_S": (256, 50), "IQ4_NL": (32, 18),
+    "IQ3_S": (256, 110), "IQ2_S": (256, 82), "IQ4_XS": (256, 136), "IQ1_M": (256, 56),
+    "TQ1_0": (256, 54), "TQ2_0": (256, 66), "MXFP4": (32, 17), "NVFP4": (64, 36),
+    "Q1_0": (128, 18),
+}
+
+
+def nbytes(name: str, numel: int) -> int:
+    """Bytes of ``numel`` elements of a dtype: whole blocks for a quantized type; 0 if unknown."""
+    if name in QUANTIZED:
+        block, size = QUANTIZED[name]
+        return -(-numel // block) * size
+    return numel * ITEMSIZE_BITS.get(name, 0) // 8
+
+
+def block_size(name: str) -> int | None:
+    """Elements per quantization block of a quantized type, else None."""
+    return QUANTIZED[name][0] if name in QUANTIZED else None
+
 
 def itemsize(name: str) -> int:
     """Bytes per element of a canonical dtype name."""
@@ -67,7 +93,7 @@ def numpy_view_dtype(name: str) -> np.dtype:
 
 
 def is_float(name: str) -> bool:
-    return name in FLOATS
+    return name in FLOATS or name in QUANTIZED
 
 
 def is_complex(name: str) -> bool:

@@ -20,7 +20,8 @@ Flags (plain words, shown as badges):
                       standard deviations from the mean (only with ≥ 32 finite values);
 ``integer`` / ``bool`` an integer or boolean buffer, not a weight distribution;
 ``complex``           complex values: statistics are of the magnitude;
-``low_precision``     stored in 16 bits or fewer (float16, bfloat16, float8).
+``low_precision``     stored in 16 bits or fewer (float16, bfloat16, float8);
+``quantized``         block-quantized (GGUF ``Q8_0``, ...; ``dtypes.block_size(dtype)``): dequantized values.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from .sources import as_checkpoint
 OUTLIER_SIGMA = 10.0
 PROGRESS_BYTES = 256 << 20      # progress bar by default above this many bytes
 FLAGS = ("nan", "inf", "empty", "single_value", "all_zero", "constant", "dead_units",
-         "outliers", "integer", "bool", "complex", "low_precision")
+         "outliers", "integer", "bool", "complex", "low_precision", "quantized")
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ class TensorStats:
 
     def __repr__(self) -> str:
         from .render import fmt_float, fmt_shape
-        parts = [f"{self.name}: {self.dtype} {fmt_shape(self.shape)} n={self.numel}"]
+        dt = self.dtype + (f" (blocks of {dtypes.block_size(self.dtype)})" if "quantized" in self.flags else "")
+        parts = [f"{self.name}: {dt} {fmt_shape(self.shape)} n={self.numel}"]
         if self.finite:
             parts.append(f"μ={fmt_float(self.mean)} σ={fmt_float(self.std)} "
                          f"range=[{fmt_float(self.min)}, {fmt_float(self.max)}]")
@@ -239,6 +241,11 @@ def _unit_axis(name: str, fmt: str | None, shape) -> str | None:
     return "first"
 
 
+def _stored_bytes(on_bytes, ratio: float):
+    """Progress of a dequantized scan (float32 bytes) counted in the file's stored bytes."""
+    return lambda n: on_bytes(round(n * ratio))
+
+
 def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None,  # noqa: A002
                  scanner=None, on_bytes=None) -> TensorStats:
     """Statistics of one TensorEntry; ``range=(lo, hi)`` clips the histogram."""
@@ -253,7 +260,11 @@ def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None, 
     axis = unit_axis(entry, fmt)
     from ._scan import ReadFailed
     try:
-        r = scanner.scan(entry, bins=bins, limits=range, unit_axis=axis, on_bytes=on_bytes)
+        # GGUF blocks: a view decoded chunk by chunk; progress in stored (not float32) bytes
+        src = entry.streamed() if callable(getattr(entry, "streamed", None)) else entry
+        if on_bytes is not None and dtypes.block_size(entry.dtype):
+            on_bytes = _stored_bytes(on_bytes, entry.nbytes / (4 * entry.numel or 1))
+        r = scanner.scan(src, bins=bins, limits=range, unit_axis=axis, on_bytes=on_bytes)
     except (WeightvizError, MemoryError, KeyboardInterrupt):
         raise
     except ReadFailed as failed:                       # torch: meta tensors, truncated files ...
@@ -311,6 +322,8 @@ def describe(entry, r) -> TensorStats:
         flags.append(kind)
     if dt in dtypes.LOW_PRECISION:
         flags.append("low_precision")
+    if dtypes.block_size(dt):
+        flags.append("quantized")
     return TensorStats(
         name=entry.name, dtype=dt, shape=tuple(entry.shape), numel=r.numel, finite=r.finite,
         mean=float(r.mean), std=float(r.std), min=float(r.min), max=float(r.max),

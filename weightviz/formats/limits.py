@@ -41,6 +41,17 @@ HDF5_ATTRIBUTE_TIMEOUT_S = 5           # seconds to read one variable-length str
                                        # are read in a child process (libhdf5 can loop forever on a
                                        # damaged global heap), killed past this
 
+# --- GGUF (llama.cpp): counts and lengths are 64-bit in the header ---------------------
+GGUF_MAX_HEADER = 256 * MiB            # key/values + tensor infos (a 262k-token vocabulary: ~10 MB)
+GGUF_MAX_TENSORS = 1_000_000           # tensor infos (an unfused 256-expert MoE: ~45,000)
+GGUF_MAX_KEYS = 100_000                # key/value pairs (real files: ~20-60)
+GGUF_MAX_NAME = 64 * KiB               # bytes of a key or tensor name (llama.cpp: 63 for tensors)
+GGUF_MAX_DIMS = 4                      # dimensions of a tensor (ggml's GGML_MAX_DIMS)
+GGUF_MAX_ARRAY_DEPTH = 4               # arrays nested in a metadata value
+GGUF_MAX_ALIGNMENT = 1 * MiB           # general.alignment (default 32)
+GGUF_KEPT_STRING = 64 * KiB            # a metadata string longer than this is kept cut (a chat
+                                       # template: ~1-20 KB); arrays are kept as counts
+
 # --- nesting and object counts (pickles, configs, object arrays) ---------------------
 WALK_MAX_DEPTH = 64                    # containers nested inside a torch checkpoint
 WALK_MAX_NODES = 5_000_000             # objects walked in a torch checkpoint

@@ -18,12 +18,13 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 NPY_MAGIC = b"\x93NUMPY"
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
+GGUF_MAGIC = b"GGUF"
 from .limits import SAFETENSORS_MAX_HEADER  # noqa: E402,F401 - re-exported for the readers
 
 # what the registry looks for, for error messages
 LOOKED_FOR = ("HDF5 (\\x89HDF)", "ZIP (PK\\x03\\x04: torch.save, TorchScript, .npz, .keras)",
               "legacy torch.save pickle", "NumPy .npy (\\x93NUMPY)",
-              "safetensors (u64 header length + '{')",
+              "safetensors (u64 header length + '{')", "GGUF (the GGUF magic: llama.cpp, Ollama)",
               "JSON (.safetensors.index.json, Keras .weights.json index, Keras to_json)")
 
 
@@ -91,6 +92,10 @@ def is_safetensors(head: bytes, size: int) -> bool:
     return body[:1] == b"{"
 
 
+def is_gguf(head: bytes) -> bool:
+    return head.startswith(GGUF_MAGIC)
+
+
 def is_json(head: bytes) -> bool:
     s = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     return s[:1] in (b"{", b"[")
@@ -104,6 +109,8 @@ def family(head: bytes, path: str, size: int) -> str | None:
         return "torch-legacy"
     if is_npy(head):
         return "npy"
+    if is_gguf(head):
+        return "gguf"
     if is_hdf5(head, path):
         return "hdf5"
     if is_safetensors(head, size):
