@@ -22,6 +22,7 @@ import os
 from typing import NamedTuple
 
 from ..errors import CorruptFileError, UnknownFormatError, WeightvizError, capped, message
+from . import _foreign
 from . import sniff as _sniff
 
 
@@ -111,6 +112,8 @@ def detect(path: str) -> str:
     UnknownFormatError listing what was looked for and the first bytes."""
     size = os.path.getsize(path)
     head = _sniff.read_head(path)
+    if (found := _foreign.early(head)) is not None:
+        raise _foreign.refusal(found, path, "first bytes " + _sniff.first_bytes(head))
     _sniff.diagnose(head, path, size)
     family = _sniff.family(head, path, size)
     for reader in READERS:
@@ -128,6 +131,9 @@ def detect(path: str) -> str:
         if hit:
             return reader.format
     ext = _extension(path)
+    found = _foreign.by_name(path) or (None if ext in EXTENSIONS else _foreign.by_content(head))
+    if found is not None:
+        raise _foreign.refusal(found, path, "first bytes " + _sniff.first_bytes(head))
     if ext in EXTENSIONS and _module(_reader_by_name(EXTENSIONS[ext])) is not None:
         # extension second: the reader the name points to explains what is wrong with the bytes
         return EXTENSIONS[ext]
@@ -155,6 +161,8 @@ def _open_directory(path: str, options: dict):
         return open_checkpoint(os.path.join(path, single[0]), **options)
     if not index and not single and len(keras_index) == 1:
         return open_checkpoint(os.path.join(path, keras_index[0]), **options)
+    if (found := _foreign.in_directory(path, names)) is not None:
+        raise _foreign.refusal(found, path, "a directory holding " + capped(names))
     raise UnknownFormatError(message(
         f"{os.path.basename(os.path.normpath(path))} is a directory",
         expected="a weight file, or a directory holding exactly one *.safetensors.index.json, *.safetensors "
