@@ -16,7 +16,8 @@ from weightviz import demo
 from weightviz.errors import WeightvizError
 
 EXPECTED_FILES = [
-    "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_mismatched.pth", "cnn_training.pth",
+    "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_mismatched.pth", "cnn_q4_0.gguf",
+    "cnn_q8_0.gguf", "cnn_training.pth",
     "keras2_model.h5", "keras2_model.json", "keras2_model_weights.h5", "keras2_predictions.npz",
     "keras_model.h5", "keras_model.json", "keras_model.keras", "keras_model.weights.h5",
     "keras_predictions.npz", "manifest.json",
@@ -52,7 +53,7 @@ def test_unknown_file_is_a_weightviz_error():
 
 def test_manifest_lists_every_file():
     m = demo.manifest()
-    listed = {f for part in ("mlp", "cnn", "finetune", "keras3", "keras2") for f in m[part]["files"]}
+    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "keras3", "keras2") for f in m[part]["files"]}
     assert listed | {"manifest.json"} == set(EXPECTED_FILES)
     assert m["data"]["classes"] == list(demo.CLASS_NAMES)
     assert m["mlp"]["activations"] == list(demo.MLP_ACTIVATIONS)
@@ -102,6 +103,28 @@ def test_state_dicts_load_strictly_and_reach_recorded_accuracy(cls, name, fmt, f
     recorded = demo.manifest()[name]["accuracy"]
     assert recorded > 0.9
     assert acc >= recorded - 0.03, (acc, recorded)
+
+
+@pytest.mark.parametrize("name", ["cnn_q8_0.gguf", "cnn_q4_0.gguf"])
+def test_quantized_demo_loads_strictly_and_keeps_its_accuracy(name, fresh):
+    """The GGUF demo files (cnn.pth quantized by the gguf package) load into SmallCNN through
+    weightviz, dequantized, and predict about as well as the float model."""
+    import weightviz as wv
+    info = demo.manifest()["gguf"]
+    ckpt = wv.open(demo.path(name))
+    assert [n for n, e in ckpt.items() if wv.dtypes.block_size(e.dtype)] == info["quantized"][name]
+    report = wv.check(demo.SmallCNN(), ckpt)
+    assert report.fits and "2 dequantized tensors" in str(report).splitlines()[1]
+    model = demo.SmallCNN()
+    assert wv.load(model, ckpt).fits
+    float_fc1 = _torch_load("cnn.pth")["fc1.weight"]
+    err = float((model.fc1.weight.detach() - float_fc1).abs().max())
+    assert 0 < err < (0.01 if "q8" in name else 0.1)          # quantized, not a copy
+    x, y = fresh
+    with torch.no_grad():
+        acc = float((model(x).argmax(1).numpy() == y).mean())
+    assert acc >= info["accuracy"][name] - 0.03
+    assert info["accuracy"][name] >= demo.manifest()["cnn"]["accuracy"] - 0.02
 
 
 def test_models_accept_every_documented_layout(fresh):

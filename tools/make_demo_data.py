@@ -12,7 +12,7 @@ TensorFlow are fixture tools the package never imports:
                          default: .tools-venv-keras3/bin/python
     --keras2-python PY   tf-keras, i.e. real Keras 2 (TensorFlow)
                          default: .tools-venv-tf/bin/python
-    --only torch|finetune|keras3|keras2   run one part (in the current interpreter)
+    --only torch|finetune|gguf|keras3|keras2   run one part (in the current interpreter)
 
 Each part adds its section to demo_data/manifest.json.  Training is seeded;
 the data come from weightviz.demo.images(), so notebooks can draw fresh
@@ -230,6 +230,50 @@ def finetune_part():
     print(f"fine-tuned CNN test accuracy {acc:.4f} after {steps} steps")
 
 
+def gguf_part():
+    """cnn_q8_0.gguf and cnn_q4_0.gguf: cnn.pth quantized by the gguf package itself, as
+    llama.cpp does: weights whose rows are whole 32-element blocks (fc1, fc2) in Q8_0 / Q4_0,
+    the rest (convolutions, biases, BatchNorm) kept in F32 / I64; state-dict names."""
+    import gguf
+    import torch
+    from gguf import quants
+    from weightviz.demo_models import SmallCNN
+
+    sd = torch.load(out("cnn.pth"), weights_only=True)
+    xe, ye = demo.images(**TEST)
+    info = {"files": [], "source": "cnn.pth", "quantized": {}, "accuracy": {}}
+    for qname in ("Q8_0", "Q4_0"):
+        qtype = gguf.GGMLQuantizationType[qname]
+        name = f"cnn_{qname.lower()}.gguf"
+        w = gguf.GGUFWriter(out(name), "weightviz-cnn")
+        w.add_name("weightviz demo SmallCNN")
+        w.add_file_type(gguf.LlamaFileType[f"MOSTLY_{qname}"])
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        back, quantized = {}, []
+        for k, v in sd.items():
+            a = v.numpy()
+            if a.ndim == 2 and a.shape[-1] % 32 == 0:
+                q = quants.quantize(a, qtype)
+                w.add_tensor(k, q, raw_shape=q.shape, raw_dtype=qtype)
+                back[k] = torch.from_numpy(quants.dequantize(q, qtype).reshape(a.shape))
+                quantized.append(k)
+            else:
+                w.add_tensor(k, a)
+                back[k] = v
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        cnn = SmallCNN()
+        cnn.load_state_dict(back)
+        cnn.eval()
+        info["files"].append(name)
+        info["quantized"][name] = quantized
+        info["accuracy"][name] = round(accuracy_torch(cnn, xe, ye), 4)
+    update_manifest("gguf", info)
+    print(f"GGUF demo files, test accuracy {info['accuracy']}")
+
+
 # ------------------------------------------------------------------ Keras parts
 
 def keras_model(keras):
@@ -338,16 +382,17 @@ def keras2_part():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["torch", "finetune", "keras3", "keras2"])
+    ap.add_argument("--only", choices=["torch", "finetune", "gguf", "keras3", "keras2"])
     ap.add_argument("--keras3-python", default=os.path.join(ROOT, ".tools-venv-keras3/bin/python"))
     ap.add_argument("--keras2-python", default=os.path.join(ROOT, ".tools-venv-tf/bin/python"))
     args = ap.parse_args(argv)
     if args.only:
-        {"torch": torch_part, "finetune": finetune_part, "keras3": keras3_part,
+        {"torch": torch_part, "finetune": finetune_part, "gguf": gguf_part, "keras3": keras3_part,
          "keras2": keras2_part}[args.only]()
         return
     torch_part()
     finetune_part()
+    gguf_part()
     env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3",
                CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
     for part, py in (("keras3", args.keras3_python), ("keras2", args.keras2_python)):

@@ -129,7 +129,7 @@ _WIDER = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"),
 def cast_loss(entry: TensorEntry, target: str, read: bool = True) -> tuple[bool | None, float | None]:
     """(lossless?, max abs error) of casting the entry to ``target``; (None, None) unread."""
     if entry.dtype == "bool" or target in _WIDER.get(entry.dtype, ()) or (
-            entry.dtype.startswith("float8") and target in ("float32", "float64")):
+            entry.dtype.startswith("float8") or dtypes.block_size(entry.dtype)) and target in ("float32", "float64"):
         return True, 0.0
     if not read:
         return None, None
@@ -204,7 +204,8 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
     casts: dict[str, int] = {}
     for r in rows:
         if r.status == "dtype_mismatch" and r.lossless:
-            k = f"lossless cast {r.ckpt_dtype} → {r.model_dtype}"
+            k = (f"dequantize {r.ckpt_dtype} → {r.model_dtype}" if dtypes.block_size(r.ckpt_dtype)
+                 else f"lossless cast {r.ckpt_dtype} → {r.model_dtype}")
             casts[k] = casts.get(k, 0) + 1
     fixes += [f"{k}: {n} tensor{'s' if n > 1 else ''}" for k, n in casts.items()]
     n_t = sum(r.status == "transposed" for r in rows)
@@ -263,7 +264,11 @@ def _matched_row(m, c, e: TensorEntry, ms, md, rule, data, order) -> Row:
             row.status = Status.DTYPE_MISMATCH
         how = ("lossless" if row.lossless else "not checked (data not read)" if row.lossless is None
                else f"loses precision, max abs error {_err(row.max_error)}")
-        notes.insert(0, f"cast {e.dtype} → {md}: {how}")
+        if dtypes.block_size(e.dtype) and row.lossless:        # GGUF blocks: read as float32
+            notes.insert(0, f"dequantized {e.dtype} (blocks of {dtypes.block_size(e.dtype)}) → {md}: "
+                            "the quantization error is in the file")
+        else:
+            notes.insert(0, f"cast {e.dtype} → {md}: {how}")
     if nan or inf:
         row.status = Status.NON_FINITE
         notes.insert(0, f"holds {nan:,} NaN and {inf:,} Inf of {e.numel:,} values")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterator
 
-from . import render
+from . import dtypes, render
 from .checkpoint import layer_of
 from .names import fold
 from .errors import capped
@@ -201,8 +201,11 @@ def verdict(rows: list[Row], n_model: int, *, fit=None, done: bool = False) -> s
         how = []
         casts = [r for r in model_rows if r.status == "dtype_mismatch"]
         lossy = sum(not r.lossless for r in casts)
-        if casts and lossy < len(casts):
-            how.append(f"with {_n(len(casts) - lossy, 'lossless cast')}")
+        deq = sum(bool(r.lossless and dtypes.block_size(r.ckpt_dtype)) for r in casts)
+        if deq:
+            how.append(f"with {_n(deq, 'dequantized tensor')}")
+        if casts and lossy + deq < len(casts):
+            how.append(f"with {_n(len(casts) - lossy - deq, 'lossless cast')}")
         if lossy:
             how.append(f"with {_n(lossy, 'lossy cast')}")
         n_t = sum(r.status == "transposed" for r in model_rows)
