@@ -21,7 +21,7 @@ from weightviz.keras import build_from_checkpoint, build_model  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "keras_models"
 K3 = ["activations", "conv", "pool", "rnn", "merge", "norm_embed", "reshape", "sequential", "mha",
-      "masked", "attention", "convlstm"]
+      "masked", "attention", "convlstm", "convnext_block", "einsum", "reversible"]
 K2 = ["k2_tfops", "k2_masked", "k2_rnn", "k2_conv_pool", "k2_merge", "k2_sequential", "k2_activations",
       "k2_attention", "k2_cudnn", "k2_convlstm"]
 TOL = 1e-5

@@ -61,8 +61,11 @@ def build_model(architecture: dict, weights: Callable[[str], list] | None, *,
     order (for a nested model / Bidirectional / TimeDistributed, all its weights); None keeps
     torch's initialisation. ``custom_layers`` maps a layer name (or 'outer/inner' path) to a
     torch module (or plain function) that replaces it (required for Lambda layers), or a Keras
-    class name to a factory ``factory(layer_config) -> module`` used for every such layer.
-    Replacements get the layer's inputs in Keras layout and no Keras weights.
+    class name to a factory ``factory(layer_config) -> module`` used for every such layer
+    (name and path entries win over class entries). Replacements get the layer's inputs in
+    Keras layout; a replacement with a ``load_keras_weights(arrays)`` method is called with
+    the layer's Keras arrays (float32 NumPy, ``layer.weights`` order) when there are any
+    (without one, they are not loaded and a UserWarning says so).
     """
     from ..errors import CorruptFileError, WeightvizError, message
     from . import layers  # noqa: F401

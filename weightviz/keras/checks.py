@@ -37,13 +37,16 @@ def _activation_values(cls: str, cfg: dict) -> list:
     return vals
 
 
-def _check_layer(cls: str, cfg: dict, ctx: Context, where: str, problems: list, unsafe: list):
+def _check_layer(cls: str, cfg: dict, ctx: Context, where: str, problems: list, unsafe: list,
+                 missing: dict | None = None):
     if cls in LAMBDA:
         unsafe.append(where)
         return
     conv = CONVERTERS.get(cls)
     if conv is None:
         problems.append(f"{where} has no torch converter")
+        if missing is not None:
+            missing[cls] = missing.get(cls, 0) + 1
         return
     if cls == "TFOpLambda":
         from .layers.tfops import known as tf_known
@@ -59,7 +62,8 @@ def _check_layer(cls: str, cfg: dict, ctx: Context, where: str, problems: list, 
             entry = cfg.get(key)
             if isinstance(entry, dict):
                 _check_layer(entry.get("class_name"), entry.get("config") or {}, ctx,
-                             f"{where} > wrapped {entry.get('class_name')}", problems, unsafe)
+                             f"{where} > wrapped {entry.get('class_name')}", problems, unsafe,
+                             missing)
 
 
 def _check_node_kwargs(sp: LayerSpec, where: str, problems: list):
@@ -80,34 +84,51 @@ def scan(model: ModelSpec, ctx: Context) -> bool:
     """Raise for anything that cannot be rebuilt faithfully; True if the model makes masks."""
     problems: list[str] = []
     unsafe: list[str] = []
-    _scan(model, ctx, problems, unsafe)
+    missing: dict[str, int] = {}                   # class without a converter -> layer count
+    _scan(model, ctx, problems, unsafe, missing)
     if unsafe:
         raise UnsafeCheckpointError(message(
             f"the architecture contains Lambda layer(s): {capped(unsafe)}; their Python bytecode "
             "is never decoded or run",
             expected="layers weightviz can rebuild from their config",
             fix="pass a replacement torch module for each, e.g. "
-                "build(..., custom_layers={'layer_name': module})",
+                "build(..., custom_layers={'layer_name': module}), or one factory for all of "
+                "them: custom_layers={'Lambda': lambda config: module}",
             got=f"{len(unsafe)} Lambda layer(s)"), needs=tuple(unsafe))
     if problems:
         raise UnsupportedLayerError(message(
             f"cannot rebuild this Keras model in torch: {capped(problems, 5)}",
             expected="layers with a torch converter (see weightviz.keras.supported_layers())",
-            fix="supply replacements with custom_layers={'layer_name': module}",
-            got=f"{len(problems)} problem(s)"))
+            fix=custom_fix(missing),
+            got=f"{len(problems)} problem(s)"
+            + (" (" + ", ".join(f"{c} x{n}" for c, n in missing.items()) + " without a converter)"
+               if missing else "")))
     from .masks import check
     return check(model, ctx)
 
 
-def _scan(model: ModelSpec, ctx: Context, problems: list, unsafe: list) -> None:
+def custom_fix(missing: dict) -> str:
+    """How custom_layers replaces layers: by name, or by class name with a factory."""
+    cls = next(iter(missing), None) or "MyLayer"
+    return ("supply replacements with custom_layers: a layer name (or 'outer/inner' path) maps "
+            "to a torch module, e.g. custom_layers={'layer_name': module}; a Keras class name "
+            "maps to a factory called with each such layer's config dict, one entry for every "
+            f"layer of that class, e.g. custom_layers={{{cls!r}: lambda config: MyModule(config)}}"
+            "; a replacement gets the layer's Keras weights through its "
+            "load_keras_weights(arrays) method (NumPy arrays in Keras layer.weights order), "
+            "when it has one")
+
+
+def _scan(model: ModelSpec, ctx: Context, problems: list, unsafe: list,
+          missing: dict | None = None) -> None:
     for sp in model.layers:
         if ctx.custom_key(sp) is not None:
             continue
         where = _where(sp, model)
         if sp.inner is not None:
-            _scan(sp.inner, ctx, problems, unsafe)
+            _scan(sp.inner, ctx, problems, unsafe, missing)
             continue
         if sp.class_name == "InputLayer":
             continue
-        _check_layer(sp.class_name, sp.config, ctx, where, problems, unsafe)
+        _check_layer(sp.class_name, sp.config, ctx, where, problems, unsafe, missing)
         _check_node_kwargs(sp, where, problems)

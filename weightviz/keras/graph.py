@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CorruptFileError, WeightvizError, message
+from ..errors import CorruptFileError, MismatchError, WeightvizError, message
 from .config import ModelSpec, Node, Ref, _walk_refs, call_order
 from .registry import CONVERTERS, Context
 
@@ -94,7 +94,19 @@ class KerasModel(nn.Module):
         dt = self._input_dtypes[i] if i < len(self._input_dtypes) else "float32"
         if "int" in dt or "bool" in dt:
             return torch.from_numpy(a.astype(np.int64))
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        dtype = self._float_dtype()
+        npdt = {torch.float64: np.float64, torch.float16: np.float16}.get(dtype, np.float32)
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=npdt)).to(dtype)
+
+    def _float_dtype(self):
+        """The dtype arrays are given: the module's (float64 after ``.double()``)."""
+        for t in self.parameters():
+            if t.is_floating_point():
+                return t.dtype
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t.dtype
+        return torch.float32
 
     def forward(self, *inputs):
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) and len(self._spec_inputs) > 1:
@@ -196,20 +208,50 @@ def build_graph(spec: ModelSpec, weights: Callable[[str], list | None], ctx: Con
     return model
 
 
+def custom_module(sp, key: str, weights, ctx: Context) -> nn.Module:
+    """The replacement ``custom_layers[key]`` for layer ``sp``: a module or function as given,
+    or (for a class-name key) what the factory returns for the layer's config. The layer's
+    Keras arrays go to the replacement's ``load_keras_weights(arrays)`` when it has one."""
+    from .layers.core import _custom_check
+    from .nested import as_array
+    custom = ctx.custom_layers[key]
+    if key == sp.class_name and key not in (sp.path, sp.name) and not isinstance(custom, nn.Module):
+        try:                                 # a factory for every layer of this class
+            custom = custom(dict(sp.config))
+        except Exception as e:
+            raise CorruptFileError(message(
+                f"custom_layers[{key!r}] failed to build layer {sp.path!r}",
+                expected="a factory taking the layer's config dict and returning a module",
+                got=f"{type(e).__name__}: {str(e)[:200]}")) from e
+    module = _custom_check(custom, sp)
+    ws = weights(sp.name)
+    if not ws:
+        return module
+    arrays = [np.ascontiguousarray(as_array(w), dtype=np.float32) for w in ws]
+    hook = getattr(module, "load_keras_weights", None)
+    if hook is None:
+        import warnings
+        warnings.warn(f"custom_layers[{key!r}] replaces layer {sp.path!r} ({sp.class_name}), "
+                      f"which has {len(arrays)} weight array(s) "
+                      f"{[tuple(a.shape) for a in arrays]}; the replacement has no "
+                      "load_keras_weights(arrays) method, so they are not loaded", stacklevel=5)
+        return module
+    try:
+        hook(arrays)
+    except Exception as e:
+        raise MismatchError(message(
+            f"custom_layers[{key!r}].load_keras_weights failed for layer {sp.path!r} "
+            f"({sp.class_name})",
+            expected="a method taking the layer's arrays in Keras layer.weights order: "
+            + ", ".join(str(tuple(a.shape)) for a in arrays),
+            got=f"{type(e).__name__}: {str(e)[:200]}")) from e
+    return module
+
+
 def make_module(sp, args, kwargs, weights, ctx: Context) -> nn.Module:
     key = ctx.custom_key(sp)
     if key is not None:
-        from .layers.core import _custom_check
-        custom = ctx.custom_layers[key]
-        if key == sp.class_name and key not in (sp.path, sp.name) and not isinstance(custom, nn.Module):
-            try:                                 # a factory for every layer of this class
-                custom = custom(dict(sp.config))
-            except Exception as e:
-                raise CorruptFileError(message(
-                    f"custom_layers[{key!r}] failed to build layer {sp.path!r}",
-                    expected="a factory taking the layer's config dict and returning a module",
-                    got=f"{type(e).__name__}: {str(e)[:200]}")) from e
-        return _custom_check(custom, sp)
+        return custom_module(sp, key, weights, ctx)
     x = args[0] if len(args) == 1 else list(args)
     from .nested import PreSplit, as_array, build_nested
     ws = weights(sp.name)

@@ -25,7 +25,7 @@ PROPAGATE = {"Dense", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softma
              "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
              "ActivityRegularization", "BatchNormalization", "LayerNormalization",
              "GroupNormalization", "Add", "Subtract", "Multiply", "Average", "Maximum",
-             "Minimum", "Concatenate"}
+             "Minimum", "Concatenate", "UnitNormalization"}
 RNNS = {"SimpleRNN", "LSTM", "GRU", "Bidirectional"}
 POOL = {"GlobalAveragePooling1D", "GlobalAvgPool1D"}
 ATTENTION = {"Attention", "AdditiveAttention"}

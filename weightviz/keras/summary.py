@@ -11,7 +11,10 @@ from ..render import Table, View, fmt_count
 
 def _numel(module) -> int:
     n = sum(p.numel() for p in module.parameters())
-    n += sum(b.numel() for b in module.buffers() if b.is_floating_point())
+    for m in module.modules():             # saved buffers only (not Rescaling's constants)
+        skip = m._non_persistent_buffers_set
+        n += sum(b.numel() for k, b in m._buffers.items()
+                 if b is not None and k not in skip and b.is_floating_point())
     return n
 
 

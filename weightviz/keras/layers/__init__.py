@@ -1,2 +1,3 @@
 """Layer converters; importing this package registers all of them."""
-from . import attention, conv, convlstm, core, cudnn, merge, norm, ops, pool, rnn, tfops, wrappers  # noqa: F401
+from . import (apps, attention, conv, convlstm, core, cudnn, einsum, merge, norm, ops,  # noqa: F401
+               pool, rnn, tfops, wrappers)

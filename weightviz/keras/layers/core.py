@@ -216,12 +216,29 @@ def identity_layer(spec, x, kwargs, weights, ctx):
     return Fn(lambda t: t, "identity")
 
 
+class Rescaling(nn.Module):
+    """``x * scale + offset`` in the module's dtype (float32, or float64 after ``.double()``);
+    integer images are cast to it first, as Keras casts them to the layer's compute dtype."""
+
+    def __init__(self, scale, offset, text: str):
+        super().__init__()
+        self.text = text
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32), persistent=False)
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32), persistent=False)
+
+    def forward(self, x):
+        x = x.to(self.scale.dtype) if not x.is_floating_point() else x
+        return x * self.scale + self.offset
+
+    def extra_repr(self) -> str:
+        return self.text
+
+
 @register("Rescaling")
 def rescaling(spec, x, kwargs, weights, ctx):
     cfg = spec.config
-    scale = torch.as_tensor(cfg.get("scale", 1.0), dtype=torch.float32)
-    offset = torch.as_tensor(cfg.get("offset", 0.0), dtype=torch.float32)
-    return Fn(lambda t: t.float() * scale + offset, f"scale={cfg.get('scale')}, offset={cfg.get('offset')}")
+    return Rescaling(cfg.get("scale", 1.0), cfg.get("offset", 0.0),
+                     f"scale={cfg.get('scale')}, offset={cfg.get('offset')}")
 
 
 class Normalization(nn.Module):
