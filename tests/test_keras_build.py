@@ -9,7 +9,6 @@ reported (``w:<layer>:<i>`` in the *_io.npz) through build_model. No Keras at te
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,46 +18,11 @@ torch = pytest.importorskip("torch")
 import weightviz  # noqa: E402
 from weightviz.keras import build_from_checkpoint, build_model  # noqa: E402
 
-FIX = Path(__file__).parent / "fixtures" / "keras_models"
+from _keras_fixtures import FIX, TOL, io, max_error, npz_weights, predict  # noqa: E402
 K3 = ["activations", "conv", "pool", "rnn", "merge", "norm_embed", "reshape", "sequential", "mha",
       "masked", "attention", "convlstm", "convnext_block", "einsum", "reversible"]
 K2 = ["k2_tfops", "k2_masked", "k2_rnn", "k2_conv_pool", "k2_merge", "k2_sequential", "k2_activations",
       "k2_attention", "k2_cudnn", "k2_convlstm"]
-TOL = 1e-5
-
-
-def io(name):
-    with np.load(FIX / f"{name}_io.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def npz_weights(data):
-    def weights(layer):
-        out, i = [], 0
-        while f"w:{layer}:{i}" in data:
-            out.append(data[f"w:{layer}:{i}"])
-            i += 1
-        return out
-    return weights
-
-
-def predict(model, data):
-    xs = [data[f"x{i}"] for i in range(sum(k.startswith("x") for k in data))]
-    with torch.no_grad():
-        ys = model(*xs)
-    return ys if isinstance(ys, tuple) else (ys,)
-
-
-def max_error(model, data) -> float:
-    ys = predict(model, data)
-    refs = [data[f"y{i}"] for i in range(sum(k.startswith("y") for k in data))]
-    assert len(ys) == len(refs)
-    errs = []
-    for y, r in zip(ys, refs):
-        assert tuple(y.shape) == r.shape
-        errs.append(float(np.abs(y.numpy().astype(np.float64) - r).max()))
-    return max(errs)
-
 
 FORMS = ([(m, "keras") for m in K3] + [(m, "h5") for m in K3] + [(m, "json+weights.h5") for m in K3]
          + [(m, "h5") for m in K2] + [(m, "json+weights_h5") for m in K2])

@@ -4,9 +4,7 @@ message, and float64 end to end. The convnext_block fixture is written by real K
 (tests/fixtures/make_keras_models.py); its file forms are checked in test_keras_build.py."""
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,41 +15,8 @@ import weightviz  # noqa: E402
 from weightviz.errors import MismatchError, UnsupportedLayerError  # noqa: E402
 from weightviz.keras import build_from_checkpoint, build_model, supported_layers  # noqa: E402
 
-FIX = Path(__file__).parent / "fixtures" / "keras_models"
-TOL = 1e-5
-
-
-def io(name):
-    with np.load(FIX / f"{name}_io.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def arch(name):
-    return json.loads((FIX / f"{name}.json").read_text())
-
-
-def npz_weights(data):
-    def weights(layer):
-        out, i = [], 0
-        while f"w:{layer}:{i}" in data:
-            out.append(data[f"w:{layer}:{i}"])
-            i += 1
-        return out
-    return weights
-
-
-def outputs(model, data):
-    xs = [data[f"x{i}"] for i in range(sum(k.startswith("x") for k in data))]
-    with torch.no_grad():
-        ys = model(*xs)
-    return ys if isinstance(ys, tuple) else (ys,)
-
-
-def max_error(model, data) -> float:
-    ys = outputs(model, data)
-    refs = [data[f"y{i}"] for i in range(sum(k.startswith("y") for k in data))]
-    assert len(ys) == len(refs)
-    return max(float(np.abs(y.double().numpy() - r).max()) for y, r in zip(ys, refs))
+from _keras_fixtures import FIX, TOL, arch, io, max_error, npz_weights  # noqa: E402
+from _keras_fixtures import predict as outputs  # noqa: E402
 
 
 class MyScale(torch.nn.Module):

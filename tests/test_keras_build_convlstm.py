@@ -3,8 +3,6 @@
 are ignored, and refusals are clear. Every file form is checked in test_keras_build.py."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,17 +13,7 @@ import torch.nn.functional as F  # noqa: E402
 from weightviz.errors import MismatchError, UnsupportedLayerError  # noqa: E402
 from weightviz.keras import build_model  # noqa: E402
 
-FIX = Path(__file__).parent / "fixtures" / "keras_models"
-TOL = 1e-5
-
-
-def io(name):
-    with np.load(FIX / f"{name}_io.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def arch(name):
-    return json.loads((FIX / f"{name}.json").read_text())
+from _keras_fixtures import TOL, arch, io  # noqa: E402
 
 
 def npz_weights(data, change=None):
