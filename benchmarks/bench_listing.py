@@ -17,6 +17,9 @@ uncompressed .npz and an .h5, then for each file runs, in fresh subprocesses
                tensors written by ``gguf.GGUFWriter`` with a few llama metadata keys
 * gguf-vocab:  the same with a ``--gguf-vocab`` token vocabulary (tokens, scores, token types:
                what every real GGUF carries; GGUFReader walks each array element in Python)
+* onnx:        ``onnx.load(PATH, load_external_data=False)`` initializer names + dims, on a
+               model whose tensors are initializers with inline ``raw_data`` (``onnx.save``;
+               one Identity node per tensor), the layout of a torch export under 2 GB
 
 Times are wall-clock from before the first import to the end of the listing (imports
 included: weightviz pays for torch only on torch files), and of the listing alone after
@@ -94,8 +97,21 @@ r = gguf.GGUFReader(PATH, "r")
 out = [(t.name, tuple(reversed(t.shape.tolist()))) for t in r.tensors]
 """)
 LISTINGS["gguf-vocab"] = LISTINGS["gguf"]
+LISTINGS["onnx"] = ("import onnx", """
+m = onnx.load(PATH, load_external_data=False)
+out = [(t.name, tuple(t.dims)) for t in m.graph.initializer]
+""")
 FILES = {"safetensors": "ckpt.safetensors", "torch": "ckpt.pt", "npz": "ckpt.npz", "h5": "ckpt.h5",
-         "keras-h5": "keras.h5", "gguf": "ckpt.gguf", "gguf-vocab": "vocab.gguf"}
+         "keras-h5": "keras.h5", "gguf": "ckpt.gguf", "gguf-vocab": "vocab.gguf", "onnx": "ckpt.onnx"}
+
+
+def write_onnx(path: str, arrays: dict):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    inits = [numpy_helper.from_array(v, k) for k, v in arrays.items()]
+    nodes = [helper.make_node("Identity", [k], [f"out{i}"]) for i, k in enumerate(arrays)]
+    outs = [helper.make_tensor_value_info(f"out{i}", TensorProto.FLOAT, v.shape) for i, v in enumerate(arrays.values())]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "bench", [], outs, inits)), path)
 
 
 def write_gguf(path: str, arrays: dict, vocab: int = 0):
@@ -147,6 +163,7 @@ def write_files(folder: str, size_mb: int, n: int, vocab: int = 32000) -> dict[s
             g[f"{layer}/kernel"] = v
     write_gguf(paths["gguf"], arrays)
     write_gguf(paths["gguf-vocab"], arrays, vocab)
+    write_onnx(paths["onnx"], arrays)
     return paths
 
 

@@ -5,7 +5,7 @@ since notebooks/ has a conftest.py of its own and both are imported as ``conftes
 the same goes for pickling ``Tiny`` by its module name.
 """
 FORMATS = ("pt", "pt_legacy", "torchscript", "whole_model", "safetensors", "sharded",
-           "npy", "npz", "npz_compressed", "h5", "gguf")
+           "npy", "npz", "npz_compressed", "h5", "gguf", "onnx")
 
 
 import torch  # noqa: E402

@@ -81,7 +81,25 @@ def write_all(folder, model) -> dict:
             f[k.replace(".", "/")] = v
     out["h5"] = (p("model.h5"), {k.replace(".", "/"): v for k, v in plain.items()})
     out["gguf"] = (p("model.gguf"), write_gguf(p("model.gguf"), sd))
+    out["onnx"] = (p("model.onnx"), write_onnx(p("model.onnx"), sd))
     return out
+
+
+def write_onnx(path, sd) -> dict:
+    """``sd`` as the initializers (raw_data) of an onnx.helper graph; every dtype has an ONNX twin."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper
+    codes = {torch.float32: T.FLOAT, torch.int64: T.INT64, torch.bfloat16: T.BFLOAT16,
+             torch.float8_e4m3fn: T.FLOAT8E4M3FN}
+    inits = [helper.make_tensor(k, codes[v.dtype], tuple(v.shape),
+                                v.contiguous().view(-1).view(torch.uint8).numpy().tobytes(), raw=True)
+             for k, v in sd.items()]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 3, 8, 8])], inits)
+    onnx.save(helper.make_model(graph, producer_name="weightviz-tests"), path)
+    return sd
 
 
 def write_gguf(path, sd) -> dict:

@@ -21,7 +21,7 @@ LEVELS = [
     {"checkpoint", "names"},
     {"formats"},
     {"keras", "builders", "match", "report", "inference", "demo", "demo_models", "_scan",
-     "layertrace", "_layerpairs", "fanout", "sources"},
+     "layertrace", "_layerpairs", "fanout", "sources", "_onnxmatch"},
     {"statistics", "diffreport", "tensordiff"},
     {"images", "diffplots", "plots"},
     {"widgets", "cli", "__init__"},

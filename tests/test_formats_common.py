@@ -15,8 +15,9 @@ from weightviz import dtypes
 
 FORMAT_NAME = {"pt": "torch", "pt_legacy": "torch", "torchscript": "torchscript",
                "whole_model": "torch", "safetensors": "safetensors", "sharded": "safetensors",
-               "npy": "numpy", "npz": "numpy", "npz_compressed": "numpy", "h5": "hdf5", "gguf": "gguf"}
-ORDERED = {"pt", "pt_legacy", "torchscript", "whole_model", "npy", "npz", "npz_compressed", "gguf"}
+               "npy": "numpy", "npz": "numpy", "npz_compressed": "numpy", "h5": "hdf5", "gguf": "gguf",
+               "onnx": "onnx"}
+ORDERED = {"pt", "pt_legacy", "torchscript", "whole_model", "npy", "npz", "npz_compressed", "gguf", "onnx"}
 
 
 @pytest.mark.parametrize("label", FORMATS)
@@ -68,7 +69,7 @@ def test_input_file_is_never_written(model_files, label):
     assert (open(path, "rb").read(), os.stat(path).st_mtime_ns) == before
 
 
-@pytest.mark.parametrize("label", ["safetensors", "sharded", "npy", "npz", "npz_compressed", "h5", "gguf"])
+@pytest.mark.parametrize("label", ["safetensors", "sharded", "npy", "npz", "npz_compressed", "h5", "gguf", "onnx"])
 def test_opening_does_not_import_torch(model_files, label):
     path, _ = model_files[label]
     code = ("import sys, weightviz as wv\n"
@@ -83,13 +84,13 @@ def test_opening_does_not_import_torch(model_files, label):
     assert int(out.stdout) > 0
 
 
-@pytest.mark.parametrize("label", ["safetensors", "npy", "npz", "h5", "pt", "gguf"])
+@pytest.mark.parametrize("label", ["safetensors", "npy", "npz", "h5", "pt", "gguf", "onnx"])
 def test_locations_point_at_the_data(model_files, label):
     """Readers expose memory-mappable byte positions where the bytes lie plainly in the file."""
     path, expected = model_files[label]
     ckpt = wv.open(path)
     located = [e for e in ckpt.values() if e.location is not None]
-    if label in ("safetensors", "npz", "h5", "gguf"):
+    if label in ("safetensors", "npz", "h5", "gguf", "onnx"):
         assert len(located) == len(ckpt)
     for e in located:
         raw = e.raw()

@@ -87,7 +87,7 @@ def test_format_override_and_bad_names(model_files, tmp_path):
 @pytest.mark.parametrize("label,fmt", [("pt", "torch"), ("torchscript", "torchscript"),
                                        ("safetensors", "safetensors"), ("npy", "numpy"),
                                        ("npz", "numpy"), ("h5", "hdf5"), ("sharded", "safetensors"),
-                                       ("gguf", "gguf")])
+                                       ("gguf", "gguf"), ("onnx", "onnx")])
 def test_detect_by_content_not_extension(model_files, tmp_path, label, fmt):
     path, _ = model_files[label]
     if label == "sharded":
@@ -101,7 +101,7 @@ def test_detect_by_content_not_extension(model_files, tmp_path, label, fmt):
 def test_registry_order_and_names():
     names = [r.format for r in formats.READERS]
     assert names == ["keras-h5", "hdf5", "keras", "numpy", "torchscript", "torch", "safetensors",
-                     "torch-sharded", "keras-sharded", "keras-json", "gguf"]
+                     "torch-sharded", "keras-sharded", "keras-json", "gguf", "onnx"]
     assert names.index("keras-h5") < names.index("hdf5")
     assert {"torch", "torchscript", "safetensors", "numpy", "hdf5"} <= set(formats.available_formats())
 
@@ -125,7 +125,7 @@ def test_directory_without_weights(tmp_path):
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 LABELS = ["pt", "pt_legacy", "torchscript", "whole_model", "safetensors", "npy", "npz",
-          "npz_compressed", "h5", "gguf"]
+          "npz_compressed", "h5", "gguf", "onnx"]
 
 
 def _must_fail_cleanly(path, **kw):
@@ -139,7 +139,8 @@ def _must_fail_cleanly(path, **kw):
 
 @FUZZ
 @given(data=st.binary(max_size=600), ext=st.sampled_from([".pt", ".safetensors", ".npy", ".npz",
-                                                          ".h5", ".bin", ".json", ".gguf"]))
+                                                          ".h5", ".bin", ".json", ".gguf",
+                                                          ".onnx"]))
 def test_random_bytes_raise_weightviz_errors_only(tmp_path, data, ext):
     p = tmp_path / f"f{ext}"
     p.write_bytes(data)

@@ -175,9 +175,9 @@ def test_outside_traps_are_real(tmp_path):
 
 def test_limits_live_in_one_place():
     """The readers take their limits from weightviz/formats/limits.py (documented in docs/safety.md, linked from the README)."""
-    from weightviz.formats import (_gguf_header, _h5_sandbox, _index, _unpickle, _unwrap, _zip, hdf5_file, keras_common,
-                                   keras_safe_h5, keras_zip, limits, numpy_file, safetensors_file,
-                                   sniff, torch_file)
+    from weightviz.formats import (_gguf_header, _h5_sandbox, _index, _onnx_graph, _onnx_proto, _unpickle, _unwrap,
+                                   _zip, hdf5_file, keras_common, keras_safe_h5, keras_zip, limits, numpy_file,
+                                   onnx_file, safetensors_file, sniff, torch_file)
     pairs = [(sniff.SAFETENSORS_MAX_HEADER, limits.SAFETENSORS_MAX_HEADER),
              (_index.MAX_INDEX, limits.SAFETENSORS_MAX_INDEX),
              (_zip.MAX_RATIO, limits.ZIP_MAX_RATIO), (_zip.MAX_MEMBERS, limits.ZIP_MAX_MEMBERS),
@@ -192,7 +192,11 @@ def test_limits_live_in_one_place():
              (keras_safe_h5.MAX_DEPTH, limits.HDF5_MAX_DEPTH),
              (_h5_sandbox.HDF5_ATTRIBUTE_TIMEOUT_S, limits.HDF5_ATTRIBUTE_TIMEOUT_S),
              (_gguf_header.MAX_HEADER, limits.GGUF_MAX_HEADER), (_gguf_header.MAX_TENSORS, limits.GGUF_MAX_TENSORS),
-             (_gguf_header.MAX_KEYS, limits.GGUF_MAX_KEYS), (_gguf_header.MAX_DEPTH, limits.GGUF_MAX_ARRAY_DEPTH)]
+             (_gguf_header.MAX_KEYS, limits.GGUF_MAX_KEYS), (_gguf_header.MAX_DEPTH, limits.GGUF_MAX_ARRAY_DEPTH),
+             (_onnx_graph.MAX_DEPTH, limits.ONNX_MAX_GRAPH_DEPTH), (_onnx_graph.MAX_NODES, limits.ONNX_MAX_NODES),
+             (_onnx_graph.MAX_TENSORS, limits.ONNX_MAX_TENSORS), (_onnx_graph.MAX_DIMS, limits.ONNX_MAX_DIMS),
+             (_onnx_proto.MAX_NAME, limits.ONNX_MAX_NAME),
+             (onnx_file.MAX_EXTERNAL_FILES, limits.ONNX_MAX_EXTERNAL_FILES)]
     assert all(a == b for a, b in pairs)
     root = Path(__file__).resolve().parents[1]
     safety = (root / "docs" / "safety.md").read_text(encoding="utf-8")

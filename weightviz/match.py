@@ -158,6 +158,10 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
     cnames, mnames = list(ckpt), list(msd)
     cshape = {k: ckpt[k].shape for k in cnames}
     pairs, rules = match_names(cnames, mnames, cshape, mshape, rename)
+    if ckpt.format == "onnx" and data:          # exporter-renamed or transposed initializers
+        from ._onnxmatch import pair_by_values
+        for c, (m, rule) in pair_by_values(ckpt, msd, pairs).items():
+            pairs[c], rules[c] = m, rule
     used = set(pairs.values())
     fc, fm = [c for c in cnames if c not in pairs], [m for m in mnames if m not in used]
     guessed, how = shape_order_guess(fc, fm, cshape, mshape), "by shape order"
@@ -216,6 +220,9 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
     if lossy:
         suggestions.append(f"{lossy} tensor{'s need' if lossy > 1 else ' needs'} a lossy cast: "
                            f"load with cast=True")
+    if ckpt.format == "onnx":                   # folded BatchNorms, exporter-made names
+        from ._onnxmatch import explain
+        suggestions += explain(rows, ckpt, model, data)
     return rows, pairs, fixes, suggestions
 
 

@@ -91,8 +91,9 @@ class Case:
 
 
 def all_cases() -> list[Case]:
-    from . import cases_code, cases_gguf, cases_misc, cases_outside, cases_size
-    cases = cases_code.CASES + cases_size.CASES + cases_outside.CASES + cases_misc.CASES + cases_gguf.CASES
+    from . import cases_code, cases_gguf, cases_misc, cases_onnx, cases_outside, cases_size
+    cases = (cases_code.CASES + cases_size.CASES + cases_outside.CASES + cases_misc.CASES + cases_gguf.CASES
+             + cases_onnx.CASES)
     names = [c.name for c in cases]
     dup = {n for n in names if names.count(n) > 1}
     assert not dup, f"duplicate case names {dup}"

@@ -46,6 +46,7 @@ READERS: tuple[Reader, ...] = (
     Reader("keras-sharded", "keras_sharded", ("json",)),
     Reader("keras-json", "keras_json", ("json",)),
     Reader("gguf", "gguf_file", ("gguf",)),
+    Reader("onnx", "onnx_file", ("onnx",)),
 )
 FORMATS = tuple(r.format for r in READERS)
 
@@ -54,7 +55,7 @@ EXTENSIONS = {
     ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".tar": "torch",
     ".safetensors": "safetensors", ".npy": "numpy", ".npz": "numpy",
     ".h5": "hdf5", ".hdf5": "hdf5", ".keras": "keras", ".json": "keras-json",
-    ".weights.json": "keras-sharded", ".gguf": "gguf",
+    ".weights.json": "keras-sharded", ".gguf": "gguf", ".onnx": "onnx",
 }
 
 
@@ -174,7 +175,7 @@ def open_checkpoint(path, *, format: str | None = None, **options):
     """Open a weight file lazily and safely and return a :class:`~weightviz.checkpoint.Checkpoint`.
 
     ``format`` forces a reader: one of ``'torch', 'torchscript', 'safetensors', 'numpy',
-    'hdf5', 'keras-h5', 'keras', 'keras-sharded', 'keras-json', 'gguf'``. Without it the file's first bytes decide
+    'hdf5', 'keras-h5', 'keras', 'keras-sharded', 'keras-json', 'gguf', 'onnx'``. Without it the file's first bytes decide
     (the extension only serves to word the error when nothing matches). Reader options
     (``**options``) are passed on to the chosen reader.
     """

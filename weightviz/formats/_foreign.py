@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from ..errors import UnknownFormatError, message
 
-READS = "PyTorch, TorchScript, safetensors, NumPy, HDF5/Keras, GGUF"
+READS = "PyTorch, TorchScript, safetensors, NumPy, HDF5/Keras, GGUF, ONNX"
 
 
 class Foreign(NamedTuple):

@@ -52,6 +52,14 @@ GGUF_MAX_ALIGNMENT = 1 * MiB           # general.alignment (default 32)
 GGUF_KEPT_STRING = 64 * KiB            # a metadata string longer than this is kept cut (a chat
                                        # template: ~1-20 KB); arrays are kept as counts
 
+# --- ONNX (protobuf ModelProto): walked field by field over a memory map ----------------
+ONNX_MAX_GRAPH_DEPTH = 32              # subgraphs nested in node attributes (If / Loop / Scan bodies)
+ONNX_MAX_NODES = 5_000_000             # nodes walked, over every graph and subgraph
+ONNX_MAX_TENSORS = 1_000_000           # initializers + Constant-node tensors listed
+ONNX_MAX_DIMS = 32                     # dimensions of a tensor (ONNX sets none; NumPy allows 64)
+ONNX_MAX_NAME = 64 * KiB               # bytes of a tensor, node or value name
+ONNX_MAX_EXTERNAL_FILES = 10_000       # distinct external-data files one model may name
+
 # --- nesting and object counts (pickles, configs, object arrays) ---------------------
 WALK_MAX_DEPTH = 64                    # containers nested inside a torch checkpoint
 WALK_MAX_NODES = 5_000_000             # objects walked in a torch checkpoint

@@ -25,7 +25,8 @@ from .limits import SAFETENSORS_MAX_HEADER  # noqa: E402,F401 - re-exported for 
 LOOKED_FOR = ("HDF5 (\\x89HDF)", "ZIP (PK\\x03\\x04: torch.save, TorchScript, .npz, .keras)",
               "legacy torch.save pickle", "NumPy .npy (\\x93NUMPY)",
               "safetensors (u64 header length + '{')", "GGUF (the GGUF magic: llama.cpp, Ollama)",
-              "JSON (.safetensors.index.json, Keras .weights.json index, Keras to_json)")
+              "JSON (.safetensors.index.json, Keras .weights.json index, Keras to_json)",
+              "ONNX (a protobuf ModelProto: ir_version, then opset_import / graph)")
 
 
 def read_head(path: str, n: int = HEAD_SIZE) -> bytes:
@@ -117,7 +118,62 @@ def family(head: bytes, path: str, size: int) -> str | None:
         return "safetensors"
     if is_json(head):
         return "json"
+    if is_onnx(head, size):
+        return "onnx"
     return None
+
+
+# ModelProto fields that may come before the graph: number -> wire type (0 varint, 2 bytes)
+_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
+
+
+def is_onnx(head: bytes, size: int) -> bool:
+    """A protobuf ModelProto: ir_version (field 1, a small varint) first, then only
+    ModelProto fields with their own wire types, lengths that fit the file, and a graph
+    (7) or an opset_import (8) among them, unless the head ends inside a long field
+    (doc_string) that fits the file. Asked after every other family."""
+    if len(head) < 4 or head[0] != 0x08 or not 0 < head[1] < 0x80:
+        return False
+    pos, seen = 2, set()
+    while pos < len(head):
+        key, pos = _varint(head, pos)
+        if key is None:
+            return bool(seen & {7, 8})
+        num, wire = key >> 3, key & 7
+        if _ONNX_FIELDS.get(num) != wire:
+            return False
+        value, pos = _varint(head, pos)
+        if value is None:
+            return bool(seen & {7, 8})
+        seen.add(num)
+        if wire == 2:
+            if pos + value > size or (num in (2, 3, 4) and value > 1024):
+                return False              # producer / domain strings are short (a SavedModel's
+            if pos + value > len(head):   # meta_graphs, field 2, is not)
+                return bool(seen & {7, 8}) or (num == 6 and len(head) >= HEAD_SIZE)
+            if num in (2, 3, 4) and not _utf8(head[pos:pos + value]):
+                return False
+            pos += value
+    return bool(seen & {7, 8}) and (pos == size or len(head) < size)
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        return raw.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
+
+
+def _varint(data: bytes, pos: int):
+    out = shift = 0
+    while pos < len(data) and shift < 64:
+        b = data[pos]
+        pos += 1
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            return out, pos
+        shift += 7
+    return None, pos
 
 
 def first_bytes(head: bytes, n: int = 16) -> str:
