@@ -16,7 +16,7 @@ from weightviz import demo
 from weightviz.errors import WeightvizError
 
 EXPECTED_FILES = [
-    "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_mismatched.pth", "cnn_q4_0.gguf",
+    "cnn.onnx", "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_mismatched.pth", "cnn_q4_0.gguf",
     "cnn_q8_0.gguf", "cnn_training.pth",
     "keras2_model.h5", "keras2_model.json", "keras2_model_weights.h5", "keras2_predictions.npz",
     "keras_model.h5", "keras_model.json", "keras_model.keras", "keras_model.weights.h5",
@@ -53,7 +53,7 @@ def test_unknown_file_is_a_weightviz_error():
 
 def test_manifest_lists_every_file():
     m = demo.manifest()
-    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "keras3", "keras2") for f in m[part]["files"]}
+    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "onnx", "keras3", "keras2") for f in m[part]["files"]}
     assert listed | {"manifest.json"} == set(EXPECTED_FILES)
     assert m["data"]["classes"] == list(demo.CLASS_NAMES)
     assert m["mlp"]["activations"] == list(demo.MLP_ACTIVATIONS)
@@ -125,6 +125,21 @@ def test_quantized_demo_loads_strictly_and_keeps_its_accuracy(name, fresh):
         acc = float((model(x).argmax(1).numpy() == y).mean())
     assert acc >= info["accuracy"][name] - 0.03
     assert info["accuracy"][name] >= demo.manifest()["cnn"]["accuracy"] - 0.02
+
+
+def test_onnx_demo_is_the_trained_cnn_with_its_batchnorm_folded():
+    """cnn.onnx (torch.onnx.export of cnn.pth): the unfolded weights equal cnn.pth's, and
+    check names the folded BatchNorm rather than reporting bare missing tensors."""
+    import weightviz as wv
+    sd = _torch_load("cnn.pth")
+    ckpt = wv.open(demo.path("cnn.onnx"))
+    for name in ("conv2.weight", "fc1.weight", "fc2.bias"):
+        assert np.array_equal(ckpt[name].numpy(), sd[name].numpy())
+    model = demo.SmallCNN()
+    model.load_state_dict(sd)
+    report = wv.check(model, ckpt)
+    notes = {row.name: row.note for row in report}
+    assert "folded 'bn1'" in notes["bn1.running_var"] and "values checked" in " ".join(notes.values())
 
 
 def test_models_accept_every_documented_layout(fresh):

@@ -12,7 +12,7 @@ TensorFlow are fixture tools the package never imports:
                          default: .tools-venv-keras3/bin/python
     --keras2-python PY   tf-keras, i.e. real Keras 2 (TensorFlow)
                          default: .tools-venv-tf/bin/python
-    --only torch|finetune|gguf|keras3|keras2   run one part (in the current interpreter)
+    --only torch|finetune|gguf|onnx|keras3|keras2   run one part (in the current interpreter)
 
 Each part adds its section to demo_data/manifest.json.  Training is seeded;
 the data come from weightviz.demo.images(), so notebooks can draw fresh
@@ -274,6 +274,31 @@ def gguf_part():
     print(f"GGUF demo files, test accuracy {info['accuracy']}")
 
 
+def onnx_part():
+    """cnn.onnx: cnn.pth exported by torch.onnx.export (the TorchScript exporter, eval mode),
+    so BatchNorm is folded into conv1 as exporters do; its outputs on the recorded test
+    samples are compared with the torch model's."""
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+    from weightviz.demo_models import SmallCNN
+
+    cnn = SmallCNN()
+    cnn.load_state_dict(torch.load(out("cnn.pth"), weights_only=True))
+    cnn.eval()
+    x = torch.from_numpy(demo.images(n=1, seed=0)[0])
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(cnn, (x,), out("cnn.onnx"), dynamo=False, input_names=["image"],
+                          output_names=["probabilities"], dynamic_axes={"image": {0: "batch"}})
+    update_manifest("onnx", {"files": ["cnn.onnx"], "source": "cnn.pth",
+                             "exporter": f"torch.onnx.export(dynamo=False), torch {torch.__version__}",
+                             "folded": "bn1 into conv1 (constant folding in eval mode)"})
+    print("ONNX demo file written")
+
+
 # ------------------------------------------------------------------ Keras parts
 
 def keras_model(keras):
@@ -382,17 +407,18 @@ def keras2_part():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["torch", "finetune", "gguf", "keras3", "keras2"])
+    ap.add_argument("--only", choices=["torch", "finetune", "gguf", "onnx", "keras3", "keras2"])
     ap.add_argument("--keras3-python", default=os.path.join(ROOT, ".tools-venv-keras3/bin/python"))
     ap.add_argument("--keras2-python", default=os.path.join(ROOT, ".tools-venv-tf/bin/python"))
     args = ap.parse_args(argv)
     if args.only:
-        {"torch": torch_part, "finetune": finetune_part, "gguf": gguf_part, "keras3": keras3_part,
+        {"torch": torch_part, "finetune": finetune_part, "gguf": gguf_part, "onnx": onnx_part, "keras3": keras3_part,
          "keras2": keras2_part}[args.only]()
         return
     torch_part()
     finetune_part()
     gguf_part()
+    onnx_part()
     env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3",
                CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
     for part, py in (("keras3", args.keras3_python), ("keras2", args.keras2_python)):
