@@ -90,6 +90,32 @@ class Case:
         return path
 
 
+def open_at_once(case: Case, tmp_path, seconds: float = 2.0) -> None:
+    """Write ``case`` and open it in this process: a Refuse must raise one of its errors
+    naming its keyword, anything else must open (with its count of tensors, when an Ok says)
+    and display; either within ``seconds``."""
+    import re
+    import time
+
+    import pytest
+
+    import weightviz as wv
+    from weightviz.errors import WeightvizError
+    path = case.write(tmp_path)
+    t = time.perf_counter()
+    if isinstance(case.expect, Refuse):
+        with pytest.raises(WeightvizError) as err:
+            wv.open(path)
+        assert set(case.expect.errors) & {k.__name__ for k in type(err.value).__mro__}
+        assert re.search(case.expect.keyword, str(err.value), re.I), str(err.value)
+    else:
+        ck = wv.open(path)
+        if isinstance(case.expect, Ok) and case.expect.count is not None:
+            assert len(ck) == case.expect.count
+        repr(ck)
+    assert time.perf_counter() - t < seconds
+
+
 def all_cases() -> list[Case]:
     from . import cases_code, cases_gguf, cases_misc, cases_onnx, cases_outside, cases_size
     cases = (cases_code.CASES + cases_size.CASES + cases_outside.CASES + cases_misc.CASES + cases_gguf.CASES
