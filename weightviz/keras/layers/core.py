@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...errors import UnsupportedLayerError, message
+from ...errors import CorruptFileError, UnsupportedLayerError, message
 from ..registry import register, set_param, take
 
 
@@ -26,7 +26,10 @@ class Dense(nn.Linear):
     """Keras Dense: ``act(x @ kernel + bias)`` on the last axis (any rank)."""
 
     def __init__(self, fin: int, fout: int, bias: bool, act, act_name: str):
-        super().__init__(fin, fout, bias=bias)
+        import warnings
+        with warnings.catch_warnings():      # zero-width input: torch warns its init is a no-op
+            warnings.simplefilter("ignore", UserWarning)
+            super().__init__(fin, fout, bias=bias)
         self.act, self.act_name = act, act_name
 
     def forward(self, x):
@@ -40,6 +43,10 @@ class Dense(nn.Linear):
 def dense(spec, x, kwargs, weights, ctx):
     cfg = spec.config
     fin, units = int(x.shape[-1]), int(cfg.get("units", cfg.get("output_dim")))   # Keras 1
+    if units < 1:
+        raise CorruptFileError(message(f"layer {spec.path!r} (Dense) has {units} units",
+                                       expected="a positive number of units, as Keras requires",
+                                       fix="the config is damaged: re-save the model", got=f"units={units}"))
     use_bias = cfg.get("use_bias", True)
     exp = [("kernel", (fin, units))] + ([("bias", (units,))] if use_bias else [])
     ws = take(spec, weights, exp)
