@@ -18,7 +18,7 @@ import pytest
 
 import weightviz as wv
 from weightviz import dtypes
-from weightviz.errors import CorruptFileError, WeightvizError
+from weightviz.errors import CorruptFileError, UnsafeCheckpointError, WeightvizError
 from weightviz.formats import gguf_file
 
 gguf = pytest.importorskip("gguf")
@@ -304,3 +304,71 @@ def test_long_metadata_array_is_stepped_over(tmp_path):
     ck = wv.open(p)
     assert time.perf_counter() - t < 0.5
     assert ck.metadata["kv"]["tokenizer.ggml.token_type"] == ("UINT8", 4 << 20)
+
+
+# ---------------------------------------------------------------- split models
+
+def _write_split(folder, n_tensors=5, per_part=2):
+    """A model split by the gguf package's own writer (as llama.cpp's gguf-split names parts)."""
+    w = gguf.GGUFWriter(str(folder / "m.gguf"), "llama", split_max_tensors=per_part)
+    w.add_context_length(64)
+    for i in range(n_tensors):
+        w.add_tensor(f"blk.{i}.w", np.full((4, 32), i, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return sorted(folder.glob("m-*-of-*.gguf"))
+
+
+def test_any_part_of_a_split_model_opens_the_whole_model(tmp_path):
+    parts = _write_split(tmp_path)
+    assert [p.name for p in parts] == [f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    for part in parts:
+        ck = wv.open(part)
+        assert list(ck) == [f"blk.{i}.w" for i in range(5)]
+        assert [float(ck[f"blk.{i}.w"].numpy()[0, 0]) for i in range(5)] == [0, 1, 2, 3, 4]
+        text = repr(ck)
+        assert "3 files, all read: m-00001-of-00003.gguf … m-00003-of-00003.gguf" in text
+        assert "context length  64" in text                    # the first part's metadata
+    files = sum(p.stat().st_size for p in parts)
+    assert wv.render.file_bytes(wv.open(parts[1])) == files
+    assert wv.stats(parts[0])["blk.4.w"].mean == 4.0
+
+
+def test_one_part_alone_with_shards_false(tmp_path):
+    parts = _write_split(tmp_path)
+    ck = wv.open(parts[1], shards=False)
+    assert list(ck) == ["blk.2.w", "blk.3.w"]
+    assert ck.metadata["display"]["split"] == "part 2 of 3 (this part only)"
+
+
+def test_split_model_with_a_part_missing_or_mixed_up_is_refused(tmp_path):
+    parts = _write_split(tmp_path)
+    parts[2].rename(tmp_path / "elsewhere.gguf")
+    with pytest.raises(CorruptFileError, match=r"part 1 of a GGUF model split in 3 files.*1 of them is not"
+                                               r".*shards=False.*missing m-00003-of-00003.gguf"):
+        wv.open(parts[0])
+    (tmp_path / "elsewhere.gguf").rename(parts[2])
+    swapped = tmp_path / "swap.gguf"
+    parts[1].rename(swapped)
+    parts[2].rename(parts[1])
+    swapped.rename(parts[2])
+    with pytest.raises(CorruptFileError, match="does not say it is part 2 of 3"):
+        wv.open(parts[0])
+    renamed = tmp_path / "model.gguf"
+    parts[0].rename(renamed)
+    with pytest.raises(CorruptFileError, match="its name does not say which"):
+        wv.open(renamed)
+
+
+def test_split_part_linked_from_outside_the_folder_is_refused(tmp_path):
+    outside, inside = tmp_path / "outside", tmp_path / "model"
+    outside.mkdir()
+    inside.mkdir()
+    parts = _write_split(outside)
+    for p in parts[:2]:
+        p.rename(inside / p.name)
+    (inside / parts[2].name).symlink_to(parts[2])
+    with pytest.raises(UnsafeCheckpointError, match="link leading out of its folder"):
+        wv.open(inside / parts[0].name)

@@ -44,6 +44,7 @@ from .. import dtypes
 from ..checkpoint import Checkpoint, DataLocation, TensorEntry, _empty
 from ..errors import WeightvizError, message
 from . import _gguf_header as _header
+from . import _gguf_split as _split
 from . import sniff as _sniff
 
 PLAIN = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
@@ -57,11 +58,29 @@ def sniff(head: bytes, path) -> bool:
     return _sniff.is_gguf(head)
 
 
-def read(path, **options) -> Checkpoint:
+def read(path, *, shards: bool = True, **options) -> Checkpoint:
+    """The GGUF file at ``path``; a part of a split model brings all its parts (from the
+    same folder: :mod:`._gguf_split`) unless ``shards=False``."""
     path = os.fspath(path)
     h = _header.parse(path, ggml_types())
-    entries = {t.name: _entry(path, t, h.byte_order) for t in h.tensors}
-    return Checkpoint(entries, "gguf", path=path, metadata=_metadata(h, entries))
+    split = _split.parts(path, h, ggml_types()) if shards and _split.count(h) > 1 else [(path, h)]
+    entries: dict = {}
+    for p, ph in split:
+        for t in ph.tensors:
+            if t.name in entries:
+                raise _header.bad(p, f"the tensor name {t.name!r} appears in two parts of the split model")
+            entries[t.name] = _entry(p, t, ph.byte_order)
+    first = split[0][1]
+    meta = _metadata(first, entries)
+    if len(split) > 1:
+        declared = first.kv.get("split.tensors.count")
+        if isinstance(declared, int) and declared != len(entries):
+            raise _header.bad(path, f"its parts hold {len(entries):,} tensors, the first part declares "
+                                    f"{declared:,}", got="parts of different models or a damaged part")
+        meta["shards"] = [os.path.basename(p) for p, _ in split if p != path]    # besides path
+        meta["display"]["split"] = (f"{len(split)} files, all read: {os.path.basename(split[0][0])} … "
+                                    f"{os.path.basename(split[-1][0])}")
+    return Checkpoint(entries, "gguf", path=path, metadata=meta)
 
 
 @lru_cache(maxsize=1)
@@ -291,7 +310,9 @@ def _metadata(h, entries: dict) -> dict:
                 bits.append(f"{_count(kv[key]):,} {what}")
         show["tokenizer"] = ", ".join(bits)
     if "split.count" in kv:
-        show["split"] = f"shard {_show(kv.get('split.no', '?'))} of {_show(kv['split.count'])} (0-based)"
+        no = kv.get("split.no")
+        show["split"] = (f"part {no + 1 if isinstance(no, int) else '?'} of {_show(kv['split.count'])} "
+                         "(this part only)")
     unread = Counter(e.dtype for e in entries.values() if isinstance(e, QuantizedEntry) and not e.readable)
     if unread:
         show["not dequantizable"] = ", ".join(f"{d} ({n})" for d, n in sorted(unread.items()))
