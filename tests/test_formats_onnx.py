@@ -191,11 +191,15 @@ def test_check_names_folded_batchnorm_and_keeps_state_dict_names():
     rep = wv.check(mk.smallcnn(), FIX / "smallcnn.onnx")
     st = {r.name: r for r in rep.rows}
     assert all(st[n].status == "ok" for n in ("conv2.weight", "fc1.weight", "fc2.bias"))
-    assert st["onnx::Conv_29"].status == "unexpected" and st["onnx::Conv_29"].suggestion == "conv1.weight"
-    assert "BatchNorm 'bn1' folded in by the ONNX exporter (values checked)" in st["onnx::Conv_29"].note
-    assert "conv1.bias with BatchNorm 'bn1'" in st["onnx::Conv_30"].note
+    assert "onnx::Conv_29" not in st and "onnx::Conv_30" not in st      # merged into the model's rows
+    assert (st["conv1.weight"].status, st["conv1.weight"].ckpt_name) == ("folded", "onnx::Conv_29")
+    assert (st["conv1.bias"].status, st["conv1.bias"].ckpt_name) == ("folded", "onnx::Conv_30")
+    assert "BatchNorm 'bn1' folded in (values checked)" in st["conv1.weight"].note
+    assert st["bn1.running_var"].status == "folded"
     assert "the exporter folded 'bn1' into 'onnx::Conv_29' and 'onnx::Conv_30'" in st["bn1.running_var"].note
-    assert "exported with 'bn1' folded in" in st["conv1.weight"].note
+    assert st["bn1.num_batches_tracked"].status == "missing" and st["bn1.num_batches_tracked"].fits
+    assert rep.counts == {"missing": 1, "folded": 6, "ok": 6} and not rep.fits
+    assert rep.verdict.startswith("6 of 13 model tensors were folded by the exporter")
     assert any("BatchNorm 'bn1' was folded into 'conv1'" in s for s in rep.suggestions)
 
 
@@ -221,8 +225,8 @@ def test_dynamo_export_folded_values_under_state_dict_names():
         pytest.skip("convbn_dynamo.onnx needs onnxscript to be written")
     rep = wv.check(_script().convbn(), FIX / "convbn_dynamo.onnx")
     rows = {r.name: r for r in rep.rows}
-    assert rows["conv.weight"].status == "ok" and not rows["conv.weight"].fits
-    assert "BatchNorm 'bn' folded in by the ONNX exporter (values checked), not the model's values" in rows["conv.weight"].note
+    assert rows["conv.weight"].status == "folded" and not rows["conv.weight"].fits
+    assert "BatchNorm 'bn' folded in by the ONNX exporter (values checked)" in rows["conv.weight"].note
     assert rows["fc.weight"].fits and "exporter-made name" in rows["val_10"].note
 
 

@@ -15,6 +15,8 @@ import re
 
 import numpy as np
 
+from .report import Status
+
 RULE = "ONNX export name (paired by identical values)"
 MAX_COMPARISONS = 10_000
 EXPORTER_NAME = re.compile(r"^(onnx::|val_\d+$|_?v_\d+$|/)|::")
@@ -83,23 +85,27 @@ def explain(rows: list, ckpt, model, data: bool = True) -> list[str]:
                 continue
             conv, w, b = found
             names = [x for x in (w, b) if x]
+            into = " and ".join(map(repr, names))
+            folded_rows = {}
             for x in names:
                 what = "weight" if x == w else "bias"
                 r = cands[x]
-                if r.status == "unexpected":
-                    r.note = (f"{conv}.{what} with BatchNorm {bn!r} folded in by the ONNX exporter "
-                              f"(values checked); not loadable as it is")
-                    r.suggestion = f"{conv}.{what}"
-                else:
-                    r.fits = False
-                    r.note = "; ".join(x for x in (f"holds {conv}.{what} with BatchNorm {bn!r} folded in by the "
-                                                   f"ONNX exporter (values checked), not the model's values",
-                                                   r.note) if x)
+                note = (f"holds {conv}.{what} with BatchNorm {bn!r} folded in by the ONNX exporter "
+                        f"(values checked); not loadable as it is")
+                if r.status == "unexpected":            # merged into the model's row below
+                    rows.remove(r)
+                    folded_rows[f"{conv}.{what}"] = r
+                else:                                   # the exporter kept the name
+                    r.status, r.fits = Status.FOLDED, False
+                    r.note = "; ".join(x for x in (note, r.note) if x)
             for n, r in missing.items():
                 if n.startswith(bn + ".") and not n.endswith("num_batches_tracked"):
-                    r.note = f"not in the ONNX file: the exporter folded {bn!r} into {' and '.join(map(repr, names))}"
-                elif n in (f"{conv}.weight", f"{conv}.bias"):
-                    r.note = f"not in the ONNX file by name: exported with {bn!r} folded in, as {' and '.join(map(repr, names))}"
+                    r.status, r.note = Status.FOLDED, f"the exporter folded {bn!r} into {into}"
+                elif n in folded_rows:
+                    c = folded_rows[n]
+                    r.status, r.ckpt_name, r.ckpt_shape, r.ckpt_dtype = (Status.FOLDED, c.ckpt_name,
+                                                                         c.ckpt_shape, c.ckpt_dtype)
+                    r.note = f"exported with BatchNorm {bn!r} folded in (values checked); not loadable as it is"
             out.append(f"ONNX export: BatchNorm {bn!r} was folded into {conv!r} ({', '.join(names)}); "
                        f"those values differ from the model's and cannot be loaded back as they are")
     constants = set(ckpt.metadata.get("constant_names") or ())

@@ -14,7 +14,7 @@ from typing import Sequence
 COLOURS = {
     "ok": "#1a7f37", "renamed": "#0969da", "dtype_mismatch": "#9a6700",
     "transposed": "#9a6700", "missing": "#cf222e", "unexpected": "#8250df",
-    "shape_mismatch": "#cf222e", "non_finite": "#cf222e",
+    "shape_mismatch": "#cf222e", "non_finite": "#cf222e", "folded": "#8250df",
     "warn": "#9a6700", "bad": "#cf222e", "info": "#57606a",
     # tensor statistics flags (weightviz.stats)
     "nan": "#cf222e", "inf": "#cf222e", "all_zero": "#cf222e", "dead_units": "#cf222e",

@@ -27,6 +27,8 @@ class Status(str, Enum):
     DTYPE_MISMATCH = "dtype_mismatch"  # loadable by a cast; .lossless / .max_error say how well
     RENAMED = "renamed"                # matched after a rename rule (.rule names it)
     NON_FINITE = "non_finite"          # the checkpoint tensor holds NaN or Inf
+    FOLDED = "folded"                  # an exporter folded it into another tensor (BatchNorm into
+                                       # the Conv before it): .ckpt_name holds the folded values
 
     def __str__(self) -> str:
         return self.value
@@ -36,7 +38,7 @@ class Status(str, Enum):
 
 STATUSES = tuple(s.value for s in Status)
 # display order: problems first, the quietly fine last
-DISPLAY_ORDER = ("non_finite", "shape_mismatch", "missing", "unexpected", "transposed",
+DISPLAY_ORDER = ("non_finite", "shape_mismatch", "missing", "unexpected", "folded", "transposed",
                  "dtype_mismatch", "renamed", "ok")
 
 
@@ -244,6 +246,10 @@ def verdict(rows: list[Row], n_model: int, *, fit=None, done: bool = False) -> s
     if kinds == {"non_finite"} and not extra:
         return (f"{_n(len(bad), 'tensor')} hold{'s' if len(bad) == 1 else ''} NaN or Inf: "
                 f"loading {'it' if len(bad) == 1 else 'them'} would poison the model")
+    if kinds == {"folded"} and not extra:
+        return (f"{len(bad)} of {n_model} model tensors were folded by the exporter (a BatchNorm into "
+                f"the layer before it) and cannot be loaded back; the other {loadable} "
+                f"{'loaded' if done else 'would load'}: open the checkpoint it was exported from")
     if kinds == {"missing"} and not extra:
         return (f"{len(bad)} of {n_model} model tensors are missing from the checkpoint: "
                 f"they {'stay' if done else 'would stay'} as initialised")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..render import COLOURS, badges_html, esc, fmt_bytes, fmt_count, fmt_float, fmt_shape
 
 MARKS = {"ok": "✓", "missing": "✗", "unexpected": "+", "shape_mismatch": "≠", "transposed": "⇄",
-         "dtype_mismatch": "~", "renamed": "→", "non_finite": "!"}
+         "dtype_mismatch": "~", "renamed": "→", "non_finite": "!", "folded": "⊕"}
 
 
 def header_html(c, common_dtype, report, compare) -> str:

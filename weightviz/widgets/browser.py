@@ -86,7 +86,7 @@ class LayerBrowser(w.VBox):
             for row in self.report:
                 if row.ckpt_name is not None:
                     self.status[row.ckpt_name] = row.status.value
-                elif row.status == "missing":
+                elif row.status in ("missing", "folded"):
                     self.missing.append(row.name)
 
         self.compare = None                  # a CompareView when compare= is given
