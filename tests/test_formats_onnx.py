@@ -319,3 +319,20 @@ def test_listing_imports_no_torch_and_no_onnx():
 @pytest.mark.parametrize("case", [c for c in cases_onnx.CASES if not c.heavy], ids=lambda c: c.name)
 def test_hostile_onnx_opens_or_refuses_at_once(case, tmp_path):
     open_at_once(case, tmp_path)
+
+
+def test_constant_tensors_are_not_paired_by_value(tmp_path):
+    """A zero bias under an exporter name equals every zero tensor of the model: no pairing."""
+    import torch
+    from onnx import helper, numpy_helper, save
+    lin = torch.nn.Linear(4, 3)
+    torch.nn.init.zeros_(lin.bias)
+    w = numpy_helper.from_array(lin.weight.detach().numpy(), "onnx::Gemm_1")
+    b = numpy_helper.from_array(np.zeros(3, np.float32), "onnx::Gemm_2")
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "onnx::Gemm_1", "onnx::Gemm_2"], ["y"], transB=1)],
+                          "g", [helper.make_tensor_value_info("x", 1, [1, 4])],
+                          [helper.make_tensor_value_info("y", 1, [1, 3])], [w, b])
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    rows = {r.name: r for r in wv.check(lin, tmp_path / "m.onnx").rows}
+    assert rows["weight"].ckpt_name == "onnx::Gemm_1"                    # paired by its values
+    assert rows["bias"].status == "missing" and rows["onnx::Gemm_2"].status == "unexpected"

@@ -35,7 +35,9 @@ def _model_values(t) -> np.ndarray:
 
 def pair_by_values(ckpt, msd: dict, pairs: dict) -> dict[str, tuple[str, str]]:
     """ckpt name -> (model name, rule) for unpaired tensors whose values equal exactly one
-    unpaired model tensor's (same shape, or a 2-D tensor stored transposed)."""
+    unpaired model tensor's (same shape, or a 2-D tensor stored transposed). A constant
+    tensor (a zero bias, a fresh BatchNorm's ones) pairs with nothing: equal values say
+    nothing about which tensor it is."""
     used = set(pairs.values())
     free_c = [c for c in ckpt if c not in pairs and ckpt[c].numel]
     free_m = [m for m in msd if m not in used and msd[m].numel() and msd[m].is_floating_point()]
@@ -53,7 +55,7 @@ def pair_by_values(ckpt, msd: dict, pairs: dict) -> dict[str, tuple[str, str]]:
             if c not in cache:
                 cache[c] = _values(e)
             a = cache[c]
-            if a is None:
+            if a is None or a.size < 2 or a.min() == a.max():     # a constant pairs with any twin
                 break
             b = _model_values(msd[m])
             if np.array_equal(a if e.shape == ms else a.T, b):
