@@ -3,9 +3,9 @@
 libhdf5 keeps variable-length strings in a "global heap"; one damaged object size there
 makes ``H5Aread`` loop forever (HDF5 2.0, found by fuzzing), and C code in our own process
 cannot be interrupted. So these attributes (and only these: numbers and fixed-length
-strings never touch the heap) are read by a small persistent worker process that imports
-only h5py/numpy/json. The parent waits ``HDF5_ATTRIBUTE_TIMEOUT_S`` seconds, kills a worker
-that does not answer (the next request starts a fresh one) and refuses that file from then
+strings never touch the heap) are read by a small persistent worker process (``_h5_worker``)
+that calls h5py's own libhdf5 through ctypes, or imports h5py where it must. The parent waits
+``HDF5_ATTRIBUTE_TIMEOUT_S`` seconds, kills a worker that does not answer (the next request starts a fresh one) and refuses that file from then
 on. Replies are one JSON line (never a pickle), bounded in size. Subprocess only (no fork):
 works in a notebook kernel and on every OS; the worker's output never reaches ours.
 """
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import glob
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -28,108 +30,9 @@ STARTUP_S = 60.0          # the worker's own start (imports), not counted in the
 REPLY_MAX = 6 * JSON_MAX_BYTES + 65536     # a JSON line of JSON_MAX_BYTES characters, escaped
 FIX = "the file is damaged or was crafted; re-save the model with the library that wrote it"
 
-WORKER_SOURCE = r'''
-import io, json, os, signal, sys, zipfile
-sys.path[:0] = json.loads(sys.argv[1])
-proto = os.fdopen(os.dup(1), "wb")
-os.dup2(os.open(os.devnull, os.O_WRONLY), 1)          # nothing else may reach the protocol
-import numpy as np, h5py
-from h5py import h5a, h5l, h5t
-
-class Window(io.RawIOBase):
-    def __init__(self, path, start, size):
-        self.f, self.start, self.size, self.pos = open(path, "rb"), start, size, 0
-    def readable(self): return True
-    def seekable(self): return True
-    def tell(self): return self.pos
-    def seek(self, pos, whence=0):
-        self.pos = max(0, {0: 0, 1: self.pos, 2: self.size}[whence] + pos); return self.pos
-    def readinto(self, b):
-        n = max(0, min(len(b), self.size - self.pos))
-        self.f.seek(self.start + self.pos); data = self.f.read(n)
-        b[:len(data)] = data; self.pos += len(data); return len(data)
-
-cache, objs, types = [None, None], set(), {}
-def source(req):
-    p = req["file"]; st = os.stat(p)
-    key = (p, st.st_size, st.st_mtime_ns, st.st_ino, req.get("offset"), req.get("length"), req.get("member"))
-    if cache[0] != key:
-        close()
-        if req.get("member") is not None:
-            with zipfile.ZipFile(p) as z, z.open(req["member"]) as m:
-                data = m.read(req["size"] + 1)
-            if len(data) != req["size"]:
-                raise ValueError("the zip member changed")
-            f = h5py.File(io.BytesIO(data), "r")
-        elif req.get("offset") is not None:
-            f = h5py.File(Window(p, req["offset"], req["length"]), "r")
-        else:
-            f = h5py.File(p, "r", locking=False)
-        cache[:] = [key, f]
-    return cache[1]
-
-def close():
-    objs.clear()
-    if cache[1] is not None:
-        cache[1].close()
-    cache[:] = [None, None]
-
-def read(req):
-    out, left, fid = [], req["max"], source(req).id
-    for path in req["objs"]:
-        try:
-            v = read_one(req, fid, path, left)
-        except Exception as e:
-            v = {"error": ("%s: %s" % (type(e).__name__, e))[:300]}
-        left -= sum(len(x) for x in v.get("flat", [v.get("scalar", "")]))
-        out.append(v)
-    return out
-
-def read_one(req, fid, path, left):
-    # low-level h5py (the high-level Group/attrs wrappers cost several times as much), the
-    # same result as ``obj.attrs[name]``: vlen strings decoded utf-8 / surrogateescape
-    where = b""
-    for comp in [c for c in path.split("/") if c]:
-        where += b"/" + comp.encode("utf-8")
-        if where not in objs:            # checked from the root down: its parents are hard links
-            if fid.links.get_info(where).type != h5l.TYPE_HARD:
-                raise ValueError("%r is not a hard link" % comp)
-            objs.add(where)
-    a = h5a.open(fid, req["name"].encode("utf-8"), obj_name=where or b".")
-    tid = a.get_type()
-    if not (isinstance(tid, h5t.TypeStringID) and tid.is_variable_str()):
-        raise TypeError("not a variable-length string attribute")
-    if a.shape is None:
-        return {"empty": True}
-    if tid.get_cset() not in types:      # the NumPy / memory types follow from the character set
-        types[tid.get_cset()] = a.dtype, h5t.py_create(a.dtype)
-    dt, mtype = types[tid.get_cset()]
-    arr = np.zeros(a.shape, dtype=dt)
-    a.read(arr, mtype=mtype)
-    flat = [b.decode("utf-8", "surrogateescape") for b in arr.flat]
-    if sum(len(x) for x in flat) > left: raise ValueError("longer than %d characters" % req["max"])
-    if arr.ndim == 0:
-        return {"scalar": flat[0]}
-    return {"shape": list(arr.shape), "flat": flat}
-
-def send(obj):
-    proto.write(json.dumps(obj).encode("ascii") + b"\n"); proto.flush()
-
-send({"ready": True})
-for line in sys.stdin.buffer:
-    req = json.loads(line)
-    if req.get("op") == "close":
-        close(); send({"ok": None}); continue
-    if hasattr(signal, "alarm"):
-        signal.alarm(req["alarm"])     # orphaned while stuck in libhdf5: SIGALRM ends us
-    try:
-        out = {"ok": read(req)}
-    except BaseException as e:
-        out = {"error": ("%s: %s" % (type(e).__name__, e))[:300]}
-    if hasattr(signal, "alarm"):
-        signal.alarm(0)
-    send(out)
-'''
+# the worker's program (a file of its own, run as ``-c`` text: nothing of weightviz is imported there)
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_h5_worker.py"), encoding="utf-8") as _fh:
+    WORKER_SOURCE = _fh.read()
 
 _LOCK = threading.Lock()
 _WORKER: list = [None]
@@ -137,6 +40,7 @@ _FAILED: dict = {}                     # file key -> message of the read that di
 _FILEOBJS: dict[str, dict] = {}       # repr(file object) h5py opened -> where its bytes are
 _MEMO: dict = {}                       # (file key, object, attribute) -> value, for one reader call
 _FILES: dict = {}                      # HDF5 file number -> (source, file key), for one reader call
+_LIBS: dict = {}                       # h5py's libhdf5 version -> (path, version) or ()
 _DEPTH = [0]                           # reader calls under way (``reading()``)
 
 
@@ -151,33 +55,36 @@ class _NoStart(Exception):
 class _Worker:
     def __init__(self):
         import importlib.util
-        # where h5py and numpy live, without importing them here (the worker imports them
-        # while this process goes on: the start overlaps the reader's own work)
+        # where h5py and numpy live, without importing them here (the worker imports them, if it
+        # needs them, while this process goes on: the start overlaps the reader's own work)
         paths = sorted({os.path.dirname(os.path.dirname(importlib.util.find_spec(m).origin))
                         for m in ("h5py", "numpy")})
-        self.pid, self.open_file, self.ready = os.getpid(), False, False
+        self.pid, self.open_file, self.ready, self.h5py = os.getpid(), False, False, True
         # -S: no site (its .pth files cost ~20 ms); one BLAS thread: OpenBLAS's pool, started
         # by numpy's import, would take ~0.1 s of CPU from the reader while it starts
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   HDF5_USE_FILE_LOCKING="FALSE")           # as h5py.File(locking=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", WORKER_SOURCE, json.dumps(paths)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True, env=env,
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+            [sys.executable, "-I", "-S", "-c", WORKER_SOURCE, json.dumps(paths), *_libhdf5()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+            env=env, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         self.replies: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.replies), daemon=True).start()
 
     def wait_ready(self):
-        """The worker's first line says it has started (imports done); waited for once."""
+        """The worker's first line says it has started (and whether it has imported h5py: if
+        not, it does on its first request for a file h5py must open); waited for once."""
         if self.ready:
             return
         try:
-            ok = self.reply(STARTUP_S) == {"ready": True}
+            rep = self.reply(STARTUP_S)
+            ok = isinstance(rep, dict) and rep.get("ready") is True
         except (TimeoutError, _Gone):
             ok = False
         if not ok:
             self.stop()
             raise _NoStart(f"it did not answer within {STARTUP_S:g} s of starting, or exited")
-        self.ready = True
+        self.ready, self.h5py = True, rep.get("h5py", True) is not False
 
     @staticmethod
     def _pump(stream, replies):
@@ -204,14 +111,19 @@ class _Worker:
 
     def ask(self, req: dict, timeout: float) -> dict:
         self.wait_ready()
+        # a window or a zip member is opened through h5py, imported by the first such request
+        extra = STARTUP_S if not self.h5py and "objs" in req and {"offset", "member"} & set(req) else 0
+        if extra:
+            req = dict(req, alarm=req["alarm"] + int(extra))
         try:
             self.proc.stdin.write(json.dumps(req).encode("ascii") + b"\n")
             self.proc.stdin.flush()
         except (OSError, ValueError):
             raise _Gone("it died") from None
-        rep = self.reply(timeout)
+        rep = self.reply(timeout + extra)
         if not isinstance(rep, dict) or not ({"ok", "error"} & set(rep)):
             raise _Gone("its answer was not a reply")
+        self.h5py = self.h5py or bool(extra)
         return rep
 
     def stop(self):
@@ -225,6 +137,37 @@ class _Worker:
                 s.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _libhdf5() -> tuple[str, ...]:
+    """(path, version) of the libhdf5 this process's h5py uses, for the worker to read through
+    ctypes; () when it is not found (the worker then imports h5py, ~0.15 s more to start).
+    The loaded library itself where the OS lists it (/proc/self/maps), else the copy a wheel
+    ships beside h5py; the worker checks the version before it uses one."""
+    h5py = sys.modules.get("h5py")
+    version = getattr(getattr(h5py, "version", None), "hdf5_version", "")
+    if not version:
+        return ()
+    if version not in _LIBS:
+        _LIBS[version] = _find_libhdf5(h5py, version)
+    return _LIBS[version]
+
+
+def _find_libhdf5(h5py, version, maps="/proc/self/maps") -> tuple[str, ...]:
+    found = []
+    try:
+        with open(maps, encoding="utf-8", errors="replace") as fh:
+            found = [line.split(None, 5)[-1].strip() for line in fh if "hdf5" in line]
+    except OSError:
+        pass
+    here = os.path.dirname(h5py.__file__)          # manylinux, macOS and Windows wheels
+    for pattern in (here + ".libs/libhdf5*", here + "/.dylibs/libhdf5*", here + "/hdf5.dll"):
+        found += sorted(glob.glob(pattern))
+    for p in found:
+        name = os.path.basename(p)
+        if re.match(r"(lib)?hdf5([-.][0-9a-f]+)?\.(so|dylib|dll)", name) and os.path.isfile(p):
+            return p, version
+    return ()
 
 
 def _shutdown():
@@ -313,21 +256,66 @@ def _file_key(obj, where, path) -> tuple[dict, tuple]:
 def read_attr(obj, name: str, *, path, timeout: float | None = None, also=()):
     """``obj.attrs[name]`` for a variable-length string attribute, read by the worker:
     a ``str``, an object ndarray of ``str`` (as h5py returns them) or ``h5py.Empty``.
-    ``also``: more objects of the same file whose ``name`` attribute the reader will ask for
-    next, read in the same round trip (up to 1,000) and kept for this reader call."""
+    ``also``: more objects of the same file (or their HDF5 paths) whose ``name`` attribute the
+    reader will ask for next, read in the same round trip (up to 1,000) and kept for this
+    reader call."""
+    oname = obj.name
+    v = cached(obj, name, path=path)
+    if v is not _MEMO:
+        return v
+    objs = [oname] + [n for n in dict.fromkeys(o if isinstance(o, str) else o.name for o in list(also)[:999])
+                      if n != oname]
+    err, v = _ask(obj, name, objs, path=path, timeout=timeout)
+    if err is not None:
+        raise CorruptFileError(message(f"cannot read the HDF5 attribute {name!r} of {oname!r} in {path}",
+                                       got=str(err)[:300],
+                                       fix="check that the file is complete (re-download or re-save it)"))
+    return cached(obj, name, path=path) if v is _MEMO else v
+
+
+def prefetch(obj, names, name: str, *, path, timeout: float | None = None) -> None:
+    """Read attribute ``name`` of the objects at the HDF5 paths ``names`` (in ``obj``'s file)
+    ahead, 1,000 per round trip; ``read_attr`` and ``cached`` then find them read. An object
+    that is missing or whose attribute is not a variable-length string is left to the reader
+    (which reports it); a worker that hangs or dies is reported now."""
+    names = list(dict.fromkeys(names))
+    for i in range(0, len(names), 1000):
+        _ask(obj, name, names[i:i + 1000], path=path, timeout=timeout)
+
+
+def cached(obj, name: str, *, path):
+    """The value ``read_attr`` read (or ``prefetch`` read ahead) in this reader call, or ``_MEMO``."""
+    return ahead(file_key(obj, path), obj.name, name)
+
+
+def file_key(obj, path):
+    """The key of ``obj``'s file for ``ahead`` (refused: a file whose read did not finish)."""
+    src, fkey = _FILES.get(obj.id.fileno) or _file_key(obj, "HDF5 string attributes", path)
+    if fkey in _FAILED:
+        raise CorruptFileError(_FAILED[fkey])
+    return fkey
+
+
+def ahead(fkey, oname: str, name: str):
+    """Attribute ``name`` of the object at path ``oname``, read in this reader call, or ``_MEMO``."""
+    v = _MEMO.get((fkey, oname, name), _MEMO)
+    return v.copy() if v is not _MEMO and type(v).__name__ == "ndarray" else v   # the caller's own
+
+
+def _ask(obj, name: str, objs: list[str], *, path, timeout):
+    """Ask the worker for attribute ``name`` of the objects at paths ``objs`` (those not read
+    yet) and keep what it read: (None, the first one's value or ``_MEMO`` when it was read
+    before) or (why it was not read, None)."""
     import h5py
     import numpy as np
     timeout = HDF5_ATTRIBUTE_TIMEOUT_S if timeout is None else timeout
-    oname = obj.name
-    where = f"the HDF5 attribute {name!r} of {oname!r}"
+    where = f"the HDF5 attribute {name!r} of {objs[0]!r}"
     src, fkey = _FILES.get(obj.id.fileno) or _file_key(obj, where, path)
     if fkey in _FAILED:
         raise CorruptFileError(_FAILED[fkey])
-    v = _MEMO.get((fkey, oname, name), _MEMO)
-    if v is not _MEMO:
-        return v.copy() if isinstance(v, np.ndarray) else v
-    objs = [oname] + [n for n in dict.fromkeys(o.name for o in list(also)[:999])
-                      if (fkey, n, name) not in _MEMO and n != oname]
+    objs = [n for n in objs if (fkey, n, name) not in _MEMO]
+    if not objs:
+        return None, _MEMO
     req = dict(src, objs=objs, name=name, max=JSON_MAX_BYTES, alarm=int(timeout) + 10)
     with _LOCK:
         w = _WORKER[0]
@@ -366,14 +354,13 @@ def read_attr(obj, name: str, *, path, timeout: float | None = None, also=()):
                     fix="weightviz reads HDF5 string attributes in a child Python process; "
                         "run it from a normal Python installation", got=f"{type(e).__name__}: {e}"[:200])) from None
             raise
-    if "error" in rep or "error" in rep["ok"][0]:
-        why = rep.get("error") or rep["ok"][0]["error"]
-        raise CorruptFileError(message(f"cannot read {where} in {path}", got=str(why)[:300],
-                                       fix="check that the file is complete (re-download or re-save it)"))
+    if "error" in rep:
+        return rep["error"], None
     for n, v in zip(objs, values):
         if v is not None and len(_MEMO) < 100_000:
             _MEMO[(fkey, n, name)] = v.copy() if isinstance(v, np.ndarray) else v
-    return values[0]
+    first = rep["ok"][0]
+    return (first["error"], None) if "error" in first else (None, values[0])
 
 
 def _decode(v, h5py, np):
