@@ -42,6 +42,11 @@ def attr(obj, name: str, *, path, default=None, also=(), tree=None):
     type (a one-bit change found by fuzzing turns a string list into a 'sequence'). Variable-length
     strings are read by ``_h5_sandbox`` in a child process (``also``: more objects whose ``name``
     is read in the same round trip, see ``prefetch``; ``tree``: a Tree keeping stored types)."""
+    if tree is not None:          # read ahead (see prefetch): a string the worker has read
+        from . import _h5_sandbox
+        v = _h5_sandbox.cached(obj, name, path=path)
+        if v is not _h5_sandbox._MEMO:
+            return v
     tid = tree.stored(obj, name) if tree is not None else _stored_type(obj, name, path)
     if tid is None:
         return default
@@ -71,6 +76,10 @@ def names_attr(group, name, path, tree=None) -> list[str]:
         while has(f"{name}{i}") and i < 10_000:
             vals.extend(list(attr(group, f"{name}{i}", path=path, tree=tree)))
             i += 1
+    return as_names(vals, name, path)
+
+
+def as_names(vals, name, path) -> list[str]:
     vals = vals.tolist() if hasattr(vals, "tolist") else vals
     out = [text(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals])]
     if len(out) > MAX_NAMES:
@@ -78,17 +87,14 @@ def names_attr(group, name, path, tree=None) -> list[str]:
     return out
 
 
-def prefetch(objs, name: str, *, path, tree=None) -> None:
+def prefetch(objs, name: str, *, path) -> None:
     """Read attribute ``name`` of many objects ahead, 1,000 per round trip to the string
-    worker (a Keras file has one per layer); ``attr`` then finds them read."""
-    def vlen(o):
-        try:
-            return tree.vlen(o, name) if tree is not None else _vlen(_stored_type(o, name, path))
-        except CorruptFileError:       # attr() reports it when the reader asks for it
-            return False
-    objs = [o for o in objs if vlen(o)]   # the others are read in-process
-    for i in range(0, len(objs), 1000):
-        attr(objs[i], name, path=path, also=objs[i + 1:i + 1000], tree=tree)
+    worker (a Keras file has one per layer); ``attr`` then finds them read. The worker reads only variable-length strings: ``attr``
+    reads the others in-process, and reports what the worker could not read."""
+    objs = list(objs)
+    if objs:
+        from . import _h5_sandbox
+        _h5_sandbox.prefetch(objs[0], [o.name for o in objs], name, path=path)
 
 
 def _stored_type(obj, name: str, path):
@@ -265,6 +271,7 @@ class Tree:
     def __init__(self, f, path, file_size=None):
         self.path, self.file_size = path, file_size
         self.ids, self.objs, self.kinds, self.heads, self.memo = {"": f.id}, {"": f}, {}, {}, {}
+        self.skey = None                          # the file's key for the string worker's answers
 
     def get(self, base: str, relpath: str) -> str:
         """The path of ``relpath`` under the object at ``base``, checked as ``safe_get`` does."""
@@ -296,16 +303,24 @@ class Tree:
             m = self.memo[(what, id(obj), name)] = (obj, work())
         return m[1]
 
+    def names(self, key: str, name: str) -> list[str]:
+        """``names_attr`` of the group at ``key``: read ahead by the string worker (see
+        ``_h5_sandbox.prefetch``, by path) when it was, without opening the group."""
+        from . import _h5_sandbox
+        if self.skey is None:
+            self.skey = _h5_sandbox.file_key(self.objs[""], self.path)
+        v = _h5_sandbox.ahead(self.skey, "/" + key, name)
+        if v is _h5_sandbox._MEMO:
+            return names_attr(self.obj(key), name, self.path, self)
+        return as_names(v, name, self.path)
+
     def has(self, obj, name: str) -> bool:        # name in obj.attrs (known once its type is)
         m = self.memo.get(("type", id(obj), name))
         return m[1] is not None if m and m[0] is obj else self._kept("has", obj, name, lambda: name in obj.attrs)
 
     def stored(self, obj, name: str):
-        """``_stored_type(obj, name)``; ``vlen``: whether it is a variable-length string."""
+        """``_stored_type(obj, name)``, checked once."""
         return self._kept("type", obj, name, lambda: _stored_type(obj, name, self.path))
-
-    def vlen(self, obj, name: str) -> bool:
-        return self._kept("vlen", obj, name, lambda: _vlen(self.stored(obj, name)))
 
     def head(self, key: str, where: str) -> tuple:   # dataset_head (where: its name in messages)
         if key not in self.heads:
@@ -313,10 +328,10 @@ class Tree:
             self.heads[key] = dataset_head(d, where, path=self.path, file_size=self.file_size, ds=self._oid(key))
         return self.heads[key]
 
-    def prewalk(self, base: str, attr_name: str, limit: int = 200_000, depth: int = 8) -> None:
+    def prewalk(self, base: str, limit: int = 200_000, depth: int = 8) -> None:
         """Do ahead, quietly (nothing raised, only successes kept), what a reader of the groups under
-        ``base`` asks for: each object below (hard links), each child group's ``attr_name`` type,
-        each dataset's header; no attribute is read. Runs while the string worker starts."""
+        ``base`` asks for: each object below (hard links), each dataset's header; no attribute is
+        read. Runs while the string worker reads the groups' names."""
         try:
             todo = [(self.get("", base), 0)]
         except Exception:  # noqa: BLE001 - the reader reports it
@@ -343,8 +358,6 @@ class Tree:
                         ids[k], kinds[k] = oid, kind
                     kind = kinds.get(k)
                     if kind == group:
-                        if level == 0:          # what the reader's string reads need, at hand
-                            self.vlen(self.obj(k), attr_name) and self.obj(k).name
                         if level < depth:
                             todo.append((k, level + 1))
                     elif kind == dataset and k not in self.heads:     # then let go: ~5 kB each

@@ -149,9 +149,10 @@ def _first(f, kind, arch, tree, path):
                             keras_version=_attr(f, "keras_version", path), backend=_attr(f, "backend", path))
     wkey = tree.get("", "model_weights" if kind == "full" else "")
     layer_names = sh.names_attr(tree.obj(wkey), "layer_names", path, tree)
-    layer_keys = {layer: tree.get(wkey, layer) for layer in layer_names}
-    sh.prefetch([tree.obj(k) for k in layer_keys.values()], "weight_names", path=path, tree=tree)
-    return raw, arch, wkey, layer_names, layer_keys
+    # by path: the worker checks each link and type (what it cannot read, the reader reports)
+    _h5_sandbox.prefetch(tree.obj(wkey), ["/" + "/".join(c for c in f"{wkey}/{layer}".split("/") if c)
+                                          for layer in layer_names], "weight_names", path=path)
+    return raw, arch, wkey, layer_names
 
 
 def _meanwhile(fn, *args):
@@ -184,20 +185,20 @@ def _read_legacy(f, kind, arch, kw) -> Checkpoint:
     # objects they name are checked (quietly, see Tree.prewalk) and found checked after
     first = _meanwhile(_first, f, kind, arch, tree, path)
     try:
-        tree.prewalk(wroot_path, "weight_names")
+        tree.prewalk(wroot_path)
     except BaseException:
         first(wait_only=True)
         raise
-    raw, arch, wkey, layer_names, layer_keys = first()
+    raw, arch, wkey, layer_names = first()
     wroot = tree.obj(wkey)
     entries_by_name = {kc.entry_name(e): e for e in kc.layer_entries(arch)} if arch else {}
     entries, groups = {}, {}
     for layer in layer_names + ["top_level_model_weights"]:
         if layer == "top_level_model_weights" and wroot.get(layer, getlink=True) is None:
             continue
-        gkey = layer_keys[layer] if layer in layer_keys else tree.get(wkey, layer)
+        gkey = tree.get(wkey, layer)
         names, dsets = [], {}
-        for w in sh.names_attr(tree.obj(gkey), "weight_names", path, tree):
+        for w in tree.names(gkey, "weight_names"):
             n = tensor_name(layer, w)
             if n in entries or n in dsets:
                 n = f"{layer}/{w}"
