@@ -171,7 +171,9 @@ def run(code: tuple[str, str], path: str) -> dict:
     imports, listing = code
     src = (CHILD_PRELUDE + f"PATH = {path!r}\n" + imports + "\nt1 = time.perf_counter()\n"
            + listing + CHILD_EPILOGUE)
-    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=600)
+    # bytecode cached, as an installed package has it (pip compiles it; numpy and h5py have theirs)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=600, env=env)
     if out.returncode:
         raise RuntimeError(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
