@@ -127,7 +127,9 @@ print(json.dumps(out))
 
 def measure(index: str, browser: bool = True) -> dict:
     args = [sys.executable, "-c", CHILD, index] + (["--browser"] if browser else [])
-    res = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    # bytecode cached, as an installed package has it (pip compiles it)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    res = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
     if res.returncode:
         raise RuntimeError(res.stderr)
     return json.loads(res.stdout.strip().splitlines()[-1])
