@@ -15,6 +15,7 @@ from ..errors import CorruptFileError, WeightvizError, message
 from . import _h5_sandbox
 from . import keras_common as kc
 from . import keras_safe_h5 as sh
+from ._h5_tree import Tree
 
 V3_ROOTS = ("layers", "_layer_checkpoint_dependencies")
 
@@ -180,7 +181,7 @@ def _meanwhile(fn, *args):
 def _read_legacy(f, kind, arch, kw) -> Checkpoint:
     path = kw["path"]
     wroot_path = "model_weights" if kind == "full" else ""
-    tree = sh.Tree(f, path, kw["file_size"])
+    tree = Tree(f, path, kw["file_size"])
     # the first steps wait on the string worker (starting, then reading): meanwhile, the
     # objects they name are checked (quietly, see Tree.prewalk) and found checked after
     first = _meanwhile(_first, f, kind, arch, tree, path)
