@@ -69,7 +69,8 @@ class LayerBrowser(w.VBox):
         self._common_dtype = common[0][0] if common else None
         self._stats: dict = {}
         self._background = Background()     # the scan of a large tensor
-        self._layer_of = {n: layer for layer, ns in self.ckpt.layers().items() for n in ns}
+        self._layers = self.ckpt.layers()   # grouped once: ~7 ms per call on 5,000 tensors
+        self._layer_of = {n: layer for layer, ns in self._layers.items() for n in ns}
         self.last_error = None
         self.shown_panels: list[str] = []
         self.eager = self.ckpt.nbytes <= EAGER_BYTES if eager is None else bool(eager)
@@ -152,7 +153,7 @@ class LayerBrowser(w.VBox):
             close = [n for n in self.names if name.lower() in n.lower()][:5]
             raise KeyError(message(f"no tensor named {name!r} in this browser",
                                    fix="pick one of browser.names" + (f"; close matches: {close}" if close else "")))
-        if key not in [v for _, v in self.tensor_list.options]:
+        if key not in {v for _, v in self.tensor_list.options}:
             self.filter.value = ""
         self.tensor_list.value = key
 
@@ -314,7 +315,7 @@ class LayerBrowser(w.VBox):
         layer = self._layer_of.get(name)
         if layer is None or layer == name:
             return [name]
-        pair = select(self.names, layer, self.ckpt.layers())
+        pair = select(self.names, layer, self._layers)
         return pair if name in pair else [name]
 
     def _draw_hist(self, name: str) -> None:
