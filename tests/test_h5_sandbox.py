@@ -341,3 +341,17 @@ def test_the_file_identity_is_kept_only_within_one_reader_call(tmp_path):
             assert sh.attr(f, "name", path=str(p)) == f"file {i}"
             assert len(sb._FILES) == 1
         assert sb._FILES == {}
+
+
+def test_an_attribute_of_more_strings_than_the_worker_allocates_for_is_refused(tmp_path, backend):
+    """A pointer per string is allocated before libhdf5 reads them: beyond MAX_ITEMS the worker
+    refuses (a crafted dataspace could declare billions), whichever way it reads."""
+    p = tmp_path / "many.h5"
+    with h5py.File(p, "w", libver="latest") as f:       # dense attribute storage: no 64 KiB cap
+        f.attrs.create("s", data=np.array([""] * 1_000_001, dtype=object), dtype=h5py.string_dtype())
+        f.attrs.create("t", data=np.array(["ok"] * 1_000, dtype=object), dtype=h5py.string_dtype())
+    with h5py.File(p, "r") as f:
+        with pytest.raises(CorruptFileError, match="more than 1000000 strings"):
+            sb.read_attr(f, "s", path=str(p))
+        assert sb.read_attr(f, "t", path=str(p)).tolist() == ["ok"] * 1_000      # the worker goes on
+    sb.release()
