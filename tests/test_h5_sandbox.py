@@ -118,6 +118,14 @@ def test_the_worker_finds_h5pys_own_libhdf5_and_checks_its_version(fresh, monkey
     assert sb._WORKER[0].h5py is True
 
 
+@pytest.mark.parametrize("name, ok", [
+    ("libhdf5-9e18f0c6.so.320.0.0", True), ("libhdf5.so.310", True), ("libhdf5_serial.so.103", True),
+    ("libhdf5.310.dylib", True), ("hdf5.dll", True), ("libhdf5_hl-69da89c9.so.320.0.0", False),
+    ("libhdf5_hl.so.310", False), ("libhdf5_cpp.so.310", False), ("libhdf5_fortran.so", False)])
+def test_only_libhdf5_itself_is_taken_for_the_worker(name, ok):
+    assert bool(sb._LIB_NAME.match(name)) is ok
+
+
 def test_a_keras_archive_member_is_read_through_h5py_in_the_worker(fresh):
     """A window of a file or a zip member is opened by h5py (imported by the first such
     request, its start not counted in the attribute timeout); plain files need no h5py."""

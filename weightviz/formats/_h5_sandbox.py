@@ -40,6 +40,8 @@ _FAILED: dict = {}                     # file key -> message of the read that di
 _FILEOBJS: dict[str, dict] = {}       # repr(file object) h5py opened -> where its bytes are
 _MEMO: dict = {}                       # (file key, object, attribute) -> value, for one reader call
 _FILES: dict = {}                      # HDF5 file number -> (source, file key), for one reader call
+# libhdf5 itself as wheels, conda, Debian and Homebrew name it (not libhdf5_hl, _cpp, _fortran)
+_LIB_NAME = re.compile(r"(lib)?hdf5(_serial|_openmpi|_mpich)?([-.][0-9a-f]+)?\.(so|dylib|dll)")
 _LIBS: dict = {}                       # h5py's libhdf5 version -> (path, version) or ()
 _DEPTH = [0]                           # reader calls under way (``reading()``)
 
@@ -165,7 +167,7 @@ def _find_libhdf5(h5py, version, maps="/proc/self/maps") -> tuple[str, ...]:
         found += sorted(glob.glob(pattern))
     for p in found:
         name = os.path.basename(p)
-        if re.match(r"(lib)?hdf5([-.][0-9a-f]+)?\.(so|dylib|dll)", name) and os.path.isfile(p):
+        if _LIB_NAME.match(name) and os.path.isfile(p):
             return p, version
     return ()
 
