@@ -5,8 +5,8 @@ makes ``H5Aread`` loop forever (HDF5 2.0, found by fuzzing), and C code in our o
 cannot be interrupted. So these attributes (and only these: numbers and fixed-length
 strings never touch the heap) are read by a small persistent worker process (``_h5_worker``)
 that calls h5py's own libhdf5 through ctypes, or imports h5py where it must. The parent waits
-``HDF5_ATTRIBUTE_TIMEOUT_S`` seconds, kills a worker that does not answer (the next request starts a fresh one) and refuses that file from then
-on. Replies are one JSON line (never a pickle), bounded in size. Subprocess only (no fork):
+``HDF5_ATTRIBUTE_TIMEOUT_S`` seconds, kills a worker that does not answer (the next request
+starts a fresh one) and refuses that file from then on. Replies are one JSON line (never a pickle), bounded in size. Subprocess only (no fork):
 works in a notebook kernel and on every OS; the worker's output never reaches ours.
 """
 from __future__ import annotations
@@ -300,8 +300,9 @@ def file_key(obj, path):
 
 def ahead(fkey, oname: str, name: str):
     """Attribute ``name`` of the object at path ``oname``, read in this reader call, or ``_MEMO``."""
+    import numpy as np
     v = _MEMO.get((fkey, oname, name), _MEMO)
-    return v.copy() if v is not _MEMO and type(v).__name__ == "ndarray" else v   # the caller's own
+    return v.copy() if isinstance(v, np.ndarray) else v         # an array: the caller's own
 
 
 def _ask(obj, name: str, objs: list[str], *, path, timeout):

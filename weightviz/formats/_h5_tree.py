@@ -17,6 +17,11 @@ class Tree:
         self.ids, self.objs, self.kinds, self.heads, self.memo = {"": f.id}, {"": f}, {}, {}, {}
         self.skey = None                          # the file's key for the string worker's answers
 
+    @staticmethod
+    def key(base: str, relpath: str) -> str:
+        """The path ``get(base, relpath)`` gives, worked out without opening anything."""
+        return "/".join(c for c in f"{base}/{relpath}".split("/") if c)
+
     def get(self, base: str, relpath: str) -> str:
         """The path of ``relpath`` under the object at ``base``, checked as ``safe_get`` does."""
         ids, oid, key, comps = self.ids, self._oid(base), base, [c for c in relpath.split("/") if c]
@@ -53,7 +58,7 @@ class Tree:
         from . import _h5_sandbox
         if self.skey is None:
             self.skey = _h5_sandbox.file_key(self.objs[""], self.path)
-        v = _h5_sandbox.ahead(self.skey, "/" + key, name)
+        v = _h5_sandbox.ahead(self.skey, "/" + key, name)     # an object's HDF5 name: "/" + key
         if v is _h5_sandbox._MEMO:
             return names_attr(self.obj(key), name, self.path, self)
         return as_names(v, name, self.path)

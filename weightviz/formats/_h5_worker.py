@@ -52,13 +52,28 @@ class Window(io.RawIOBase):
         return len(data)
 
 
-def components(path):
-    """``/a/b`` -> ``[b"/a", b"/a/b"]``: each link is checked before the next is followed."""
-    where, out = b"", []
+def hard_path(path, hard, link_type, HARD):
+    """``path`` as libhdf5 names it (``b"."``: the root), each link on it checked to be a hard
+    link from the root down, before the next is followed (``hard``: the links checked already;
+    ``link_type(b"/a/b")``: a link's type)."""
+    where = b"."
     for comp in [c for c in path.split("/") if c]:
-        where += b"/" + comp.encode("utf-8")
-        out.append(where)
-    return out
+        where = (b"" if where == b"." else where) + b"/" + comp.encode("utf-8")
+        if where not in hard:
+            if link_type(where) != HARD:
+                raise ValueError("%r is not a hard link" % where.decode("utf-8", "replace"))
+            hard.add(where)
+    return where
+
+
+def count(dims):
+    """Strings in an attribute of shape ``dims``, refused past MAX_ITEMS before any is read."""
+    n = 1
+    for d in dims:
+        n *= d
+    if n > MAX_ITEMS:
+        raise ValueError("more than %d strings" % MAX_ITEMS)
+    return n
 
 
 def result(shape, flat, left):
@@ -80,7 +95,7 @@ class CLib:
         "H5Sget_simple_extent_ndims": ("i", "h"), "H5Sget_simple_extent_dims": ("i", "hpp"),
         "H5Treclaim": ("i", "hhhp"),
     }
-    STRING, SCALAR, NULL, HARD, VARIABLE = 3, 0, 2, 0, 2**64 - 1 if sys.maxsize > 2**32 else 2**32 - 1
+    STRING, SCALAR, NULL, HARD = 3, 0, 2, 0
 
     def __init__(self, path, version):
         import ctypes as C
@@ -101,6 +116,7 @@ class CLib:
         self.Eset_auto2(0, None, None)                      # no error stack printed
         self.c_s1 = C.c_int64.in_dll(lib, "H5T_C_S1_g").value
         self.link = C.create_string_buffer(256)             # an H5L_info2_t: its type comes first
+        self.variable = C.c_size_t(-1).value                # H5T_VARIABLE
         self.hard = set()
 
     def file(self, path):
@@ -113,15 +129,13 @@ class CLib:
         self.hard.clear()
         self.Fclose(fid)
 
+    def link_type(self, fid, where):
+        if self.Lget_info2(fid, where, self.link, 0) < 0:
+            raise KeyError("no object %r" % where.decode("utf-8", "replace"))
+        return int.from_bytes(self.link.raw[:4], sys.byteorder)
+
     def read(self, fid, path, name, left):
-        where = b"."
-        for where in components(path):      # hard links only, from the root down
-            if where not in self.hard:
-                if self.Lget_info2(fid, where, self.link, 0) < 0:
-                    raise KeyError("no object %r" % path)
-                if int.from_bytes(self.link.raw[:4], sys.byteorder) != self.HARD:
-                    raise ValueError("%r is not a hard link" % where.decode("utf-8", "replace"))
-                self.hard.add(where)
+        where = hard_path(path, self.hard, lambda w: self.link_type(fid, w), self.HARD)
         a = self.Aopen_by_name(fid, where, name.encode("utf-8"), 0, 0)
         if a < 0:
             raise KeyError("no attribute %r" % name)
@@ -150,13 +164,9 @@ class CLib:
             dims = (C.c_uint64 * 32)()
             if ndim and self.Sget_simple_extent_dims(space, dims, None) < 0:
                 raise ValueError("unreadable dataspace")
-            n = 1
-            for d in dims[:ndim]:
-                n *= d
-            if n > MAX_ITEMS:
-                raise ValueError("more than %d strings" % MAX_ITEMS)
+            n = count(dims[:ndim])
             mtype = self.Tcopy(self.c_s1)
-            if self.Tset_size(mtype, self.VARIABLE) < 0 or self.Tset_cset(mtype, cset) < 0:
+            if self.Tset_size(mtype, self.variable) < 0 or self.Tset_cset(mtype, cset) < 0:
                 raise ValueError("character set %d" % cset)
             buf = (C.c_char_p * max(n, 1))()
             if self.Aread(a, mtype, buf) < 0:
@@ -199,23 +209,15 @@ class H5py:
         f.close()
 
     def read(self, f, path, name, left):
-        fid, where = f.id, b"."
-        for where in components(path):
-            if where not in self.hard:
-                if fid.links.get_info(where).type != self.h5l.TYPE_HARD:
-                    raise ValueError("%r is not a hard link" % where.decode("utf-8", "replace"))
-                self.hard.add(where)
+        fid = f.id
+        where = hard_path(path, self.hard, lambda w: fid.links.get_info(w).type, self.h5l.TYPE_HARD)
         a = self.h5a.open(fid, name.encode("utf-8"), obj_name=where)
         tid = a.get_type()
         if not (isinstance(tid, self.h5t.TypeStringID) and tid.is_variable_str()):
             raise TypeError("not a variable-length string attribute")
         if a.shape is None:
             return {"empty": True}
-        n = 1
-        for d in a.shape:
-            n *= d
-        if n > MAX_ITEMS:
-            raise ValueError("more than %d strings" % MAX_ITEMS)
+        count(a.shape)
         if tid.get_cset() not in self.types:      # the NumPy / memory types follow from the character set
             self.types[tid.get_cset()] = a.dtype, self.h5t.py_create(a.dtype)
         dt, mtype = self.types[tid.get_cset()]

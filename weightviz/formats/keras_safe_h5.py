@@ -42,11 +42,6 @@ def attr(obj, name: str, *, path, default=None, also=(), tree=None):
     type (a one-bit change found by fuzzing turns a string list into a 'sequence'). Variable-length
     strings are read by ``_h5_sandbox`` in a child process (``also``: more objects whose ``name``
     is read in the same round trip, see ``prefetch``; ``tree``: a Tree keeping stored types)."""
-    if tree is not None:          # read ahead (see prefetch): a string the worker has read
-        from . import _h5_sandbox
-        v = _h5_sandbox.cached(obj, name, path=path)
-        if v is not _h5_sandbox._MEMO:
-            return v
     tid = tree.stored(obj, name) if tree is not None else _stored_type(obj, name, path)
     if tid is None:
         return default

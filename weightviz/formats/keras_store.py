@@ -151,8 +151,8 @@ def _first(f, kind, arch, tree, path):
     wkey = tree.get("", "model_weights" if kind == "full" else "")
     layer_names = sh.names_attr(tree.obj(wkey), "layer_names", path, tree)
     # by path: the worker checks each link and type (what it cannot read, the reader reports)
-    _h5_sandbox.prefetch(tree.obj(wkey), ["/" + "/".join(c for c in f"{wkey}/{layer}".split("/") if c)
-                                          for layer in layer_names], "weight_names", path=path)
+    _h5_sandbox.prefetch(tree.obj(wkey), ["/" + tree.key(wkey, layer) for layer in layer_names],
+                         "weight_names", path=path)
     return raw, arch, wkey, layer_names
 
 
