@@ -12,7 +12,7 @@ from torch import nn
 import weightviz as wv
 from weightviz import demo
 from weightviz.errors import WeightvizError
-from weightviz.layertrace import DivergenceReport, divergence
+from weightviz.compare.layertrace import DivergenceReport, divergence
 
 KERAS = demo.path("keras_model.h5")
 

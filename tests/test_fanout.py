@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import weightviz
-from weightviz import _scan, demo, fanout
+from weightviz.statistics import scan as _scan, fanout
+from weightviz import demo
 from weightviz.errors import WeightvizError
 
 distributed = pytest.importorskip("distributed")

@@ -205,7 +205,7 @@ def test_stats_flag_quantized_with_block_size():
 def test_stats_streamed_view_gives_the_same_numbers(monkeypatch):
     """A big quantized tensor is scanned through slices of whole blocks (bounded memory):
     with every tensor streamed and chunks that cut blocks, the numbers do not change."""
-    from weightviz._scan import Scanner
+    from weightviz.statistics.scan import Scanner
     from weightviz.statistics import tensor_stats
     e = wv.open(FIX / "tiny-q4_0.gguf")["blk.0.ffn_up.weight"]
     whole = tensor_stats(e, scanner=Scanner(chunk=100, threads=1))

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 import weightviz as wv
 from weightviz import render
 from weightviz.checkpoint import Checkpoint, DataLocation, TensorEntry
-from weightviz.match import non_finite
-from weightviz.names import fold
-from weightviz.report import STATUSES
+from weightviz.matching.match import non_finite
+from weightviz.matching.names import fold
+from weightviz.matching.report import STATUSES
 
 GOLDEN = Path(__file__).parent / "golden"
 

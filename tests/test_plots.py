@@ -223,7 +223,7 @@ def test_kernel_grid_on_a_real_keras_file():
 def test_heatmap_block_mean_matches_nanmean_with_ragged_edges():
     import warnings
 
-    from weightviz.images import _block_mean
+    from weightviz.plots.images import _block_mean
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1001, 999)).astype(np.float32)
     x[3, 5] = np.nan
@@ -239,7 +239,7 @@ def test_heatmap_block_mean_matches_nanmean_with_ragged_edges():
 
 
 def test_heatmap_block_mean_fast_path_for_finite_data_matches_reshape_mean():
-    from weightviz.images import _block_mean
+    from weightviz.plots.images import _block_mean
     x = np.random.default_rng(3).standard_normal((1001, 999)).astype(np.float32)
     padded = np.full((1004, 1000), np.nan)
     padded[:1001, :999] = x

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import weightviz
-from weightviz import _scan
+from weightviz.statistics import scan as _scan
 from weightviz.checkpoint import Checkpoint, DataLocation, TensorEntry
 from weightviz.errors import WeightvizError
 from weightviz.statistics import FLAGS, StatsTable, as_checkpoint, stats, tensor_stats
@@ -560,7 +560,7 @@ def test_the_compiled_kernel_counts_what_the_numpy_kernels_count(monkeypatch, ca
     """The numba second pass (big tensors) against the NumPy one: identical histogram and
     counts, sums to the last bits; and both are np.histogram's counts on the finite range."""
     pytest.importorskip("numba")
-    from weightviz import _kernels
+    from weightviz.statistics import kernels as _kernels
     rng = np.random.default_rng(5)
     x = {"normal": lambda: rng.standard_normal(300_001).astype(np.float32),
          "ties on the edges": lambda: np.repeat(np.float32([-1, 0, 0.5, 2]), 70_001),
@@ -584,7 +584,7 @@ def test_the_compiled_kernel_counts_what_the_numpy_kernels_count(monkeypatch, ca
 
 
 def test_without_numba_the_numpy_kernels_run(monkeypatch):
-    from weightviz import _kernels, _scan
+    from weightviz.statistics import kernels as _kernels, scan as _scan
     monkeypatch.setattr(_kernels, "_FUSED", [False])
     pl = _scan.plan([(0.0, 1.0, False)], 10**9, (10**9,))
     assert not pl.fused and _kernels.fused() is None

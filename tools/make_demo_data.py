@@ -1,4 +1,4 @@
-"""Write weightviz/demo_data/: the demo models, trained for real, in every format.
+"""Write weightviz/demo/data/: the demo models, trained for real, in every format.
 
 Run from the repository root:
 
@@ -14,7 +14,7 @@ TensorFlow are fixture tools the package never imports:
                          default: .tools-venv-tf/bin/python
     --only torch|finetune|gguf|onnx|keras3|keras2   run one part (in the current interpreter)
 
-Each part adds its section to demo_data/manifest.json.  Training is seeded;
+Each part adds its section to demo/data/manifest.json.  Training is seeded;
 the data come from weightviz.demo.images(), so notebooks can draw fresh
 samples of the same distribution.
 """
@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from weightviz import demo  # noqa: E402  (NumPy only)
 
-OUT = os.path.join(ROOT, "weightviz", "demo_data")
+OUT = os.path.join(ROOT, "weightviz", "demo", "data")
 TRAIN = dict(n=6000, seed=0)      # training samples
 TEST = dict(n=2000, seed=1)       # held-out samples for the recorded accuracies
 PRED = dict(n=32, seed=2)         # samples whose Keras predictions are stored
@@ -126,7 +126,7 @@ def mismatched_state_dict(sd):
 def torch_part():
     import torch
     from safetensors.torch import save_file
-    from weightviz.demo_models import MLP, SmallCNN
+    from weightviz.demo.models import MLP, SmallCNN
 
     torch.set_num_threads(2)
     x, y = demo.images(**TRAIN)
@@ -199,7 +199,7 @@ def finetune_part():
     """cnn_finetuned.pth: cnn.pth fine-tuned for a few steps on a subset, convolutions and
     BatchNorm frozen (eval mode), so only the classifier moves: the diff demo."""
     import torch
-    from weightviz.demo_models import SmallCNN
+    from weightviz.demo.models import SmallCNN
 
     torch.set_num_threads(2)
     torch.manual_seed(3)
@@ -237,7 +237,7 @@ def gguf_part():
     import gguf
     import torch
     from gguf import quants
-    from weightviz.demo_models import SmallCNN
+    from weightviz.demo.models import SmallCNN
 
     sd = torch.load(out("cnn.pth"), weights_only=True)
     xe, ye = demo.images(**TEST)
@@ -283,7 +283,7 @@ def onnx_part():
     import warnings
 
     import torch
-    from weightviz.demo_models import SmallCNN
+    from weightviz.demo.models import SmallCNN
 
     cnn = SmallCNN()
     cnn.load_state_dict(torch.load(out("cnn.pth"), weights_only=True))

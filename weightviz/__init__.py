@@ -26,50 +26,50 @@ def open(path, *, format: str | None = None, **options):  # noqa: A001 - the ver
 
 
 def build(source, **kwargs):
-    from .builders import build as _build
+    from .models.builders import build as _build
     return _build(source, **kwargs)
 
 
 def build_mlp(weights, biases=None, activations=None, **kwargs):
-    from .builders import build_mlp as _build_mlp
+    from .models.builders import build_mlp as _build_mlp
     return _build_mlp(weights, biases, activations, **kwargs)
 
 
 def check(model, source, **kwargs):
-    from .match import check as _check
+    from .matching.match import check as _check
     return _check(model, source, **kwargs)
 
 
 def load(model, source, *args, **kwargs):
-    from .match import load as _load
+    from .matching.match import load as _load
     return _load(model, source, *args, **kwargs)
 
 
 def stats(source, **kwargs):
-    from .statistics import stats as _stats
+    from .statistics.table import stats as _stats
     return _stats(source, **kwargs)
 
 
 def diff(a, b, **kwargs):
     """Compare two checkpoints or models tensor by tensor; see :func:`weightviz.tensordiff.diff`."""
-    from .tensordiff import diff as _diff
+    from .compare.tensordiff import diff as _diff
     return _diff(a, b, **kwargs)
 
 
 def divergence(model_a, model_b, *inputs, **kwargs):
     """Run two models side by side and find the first layer where their outputs part;
     see :func:`weightviz.layertrace.divergence`."""
-    from .layertrace import divergence as _divergence
+    from .compare.layertrace import divergence as _divergence
     return _divergence(model_a, model_b, *inputs, **kwargs)
 
 
 def hist(source, name, **kwargs):
-    from .plots import hist as _hist
+    from .plots.weights import hist as _hist
     return _hist(source, name, **kwargs)
 
 
 def plot_overview(source, **kwargs):
-    from .plots import plot_overview as _overview
+    from .plots.weights import plot_overview as _overview
     return _overview(source, **kwargs)
 
 

@@ -64,7 +64,7 @@ _FLAG_ALIASES = {"dead": "dead_units", "zero": "all_zero", "const": "constant", 
 
 
 def _flag_names() -> tuple:
-    from .statistics import FLAGS
+    from .statistics.table import FLAGS
     return FLAGS + tuple(_FLAG_ALIASES)
 
 
@@ -80,7 +80,7 @@ def _flags(text: str) -> tuple:
 
 def _stats(args) -> int:
     from .formats import open_checkpoint
-    from .statistics import stats
+    from .statistics.table import stats
     table = stats(open_checkpoint(args.file, format=args.format),
                   progress=sys.stderr.isatty() or None)
     print(table.to_json() if args.json else repr(table))
@@ -103,7 +103,7 @@ def _tolerance(text: str) -> float:
 
 
 def _diff(args) -> int:
-    from .tensordiff import diff
+    from .compare.tensordiff import diff
     report = diff(args.a, args.b, atol=args.atol, progress=sys.stderr.isatty() or None)
     print(report.to_json() if args.json else report.view(all_rows=not args.changed_only).to_text())
     return EXIT_OK if report.same else EXIT_MISMATCH
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _fail(f"--kwargs must be a JSON object, got {type(kwargs).__name__}")
         if os.getcwd() not in sys.path:  # `--model mymodels:Net` from the project directory
             sys.path.insert(0, os.getcwd())
-        from .importpath import from_import_path
-        from .match import check
+        from .matching.importpath import from_import_path
+        from .matching.match import check
         model = from_import_path(args.model, kwargs)
         report = check(model, open_checkpoint(args.file, format=args.format), data=not args.headers_only)
         print(report.to_json() if args.json else repr(report))

@@ -15,7 +15,7 @@ def header_html(c, common_dtype, report, compare) -> str:
             fmt_bytes(c.nbytes)] + ([f"{common_dtype} unless shown"] if common_dtype else [])
     head = f"<b>LayerBrowser</b> · {esc(c.format)} · " + " · ".join(bits)
     if report is not None:
-        from ..report import headline_status
+        from ..matching.report import headline_status
         colour = COLOURS.get(headline_status(report), COLOURS["info"])
         head += f"<div style='color:{colour};font-weight:bold'>{esc(report.verdict)}</div>"
     if compare is not None:

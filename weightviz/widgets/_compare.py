@@ -13,7 +13,7 @@ class CompareView:
     """``box`` (the widget), ``report`` (the DiffReport), ``show(name)``, ``caption``."""
 
     def __init__(self, ckpt, other, *, bins: int = 100, cache_size: int = 32):
-        from ..tensordiff import diff
+        from ..compare.tensordiff import diff
         self.report = diff(ckpt, other, progress=False)
         self.bins = int(bins)
         self.caption = w.HTML()
@@ -29,7 +29,7 @@ class CompareView:
             return None
 
     def show(self, name: str) -> None:
-        from .. import plots
+        from ..plots import weights as plots
         try:
             row = self.report[name]
         except KeyError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ipywidgets as w
 
-from ..diffplots import divergence_plot
-from ..layertrace import divergence
+from ..plots.diffs import divergence_plot
+from ..compare.layertrace import divergence
 from ..render import esc
 from ._base import Canvas, error_box, guarded
 

@@ -31,8 +31,8 @@ def colour(img: np.ndarray, bad: str):
     import matplotlib
     from PIL import Image
 
-    from ..images import diverging_limit
-    from ..plots import DIVERGING
+    from ..plots.images import diverging_limit
+    from ..plots.weights import DIVERGING
     v = diverging_limit(img)
     cmap = matplotlib.colormaps[DIVERGING].resampled(255)
     with np.errstate(invalid="ignore"):
@@ -109,7 +109,7 @@ class StructureView:
         return cached
 
     def _draw(self, ckpt, name: str, kind: str):
-        from .. import images
+        from ..plots import images
         if kind == "heatmap":
             img, lab = images.heatmap_image(ckpt, name)
             r, c = lab["shape"][0], int(np.prod(lab["shape"][1:]))

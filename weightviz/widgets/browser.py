@@ -60,7 +60,7 @@ class LayerBrowser(w.VBox):
 
     def __init__(self, source, *, model=None, compare=None, bins: int = 100,
                  eager: bool | None = None, rows: int = 20, cache: int = 32):
-        from ..sources import as_checkpoint
+        from ..statistics.sources import as_checkpoint
         self.ckpt: Checkpoint = as_checkpoint(source)
         self.bins = int(bins)
         self.names = list(self.ckpt)
@@ -75,14 +75,14 @@ class LayerBrowser(w.VBox):
         self.shown_panels: list[str] = []
         self.eager = self.ckpt.nbytes <= EAGER_BYTES if eager is None else bool(eager)
         if self.eager and self.names:
-            from ..statistics import stats
+            from ..statistics.table import stats
             self._stats.update(stats(self.ckpt, bins=self.bins, progress=False))
 
         self.report = None
         self.status: dict[str, str] = {}      # checkpoint name -> match status
         self.missing: list[str] = []          # model names the checkpoint lacks
         if model is not None:
-            from ..match import check
+            from ..matching.match import check
             self.report = check(model, self.ckpt, data=self.eager)
             for row in self.report:
                 if row.ckpt_name is not None:
@@ -172,7 +172,7 @@ class LayerBrowser(w.VBox):
     def tensor_stats(self, name: str):
         """The statistics of one tensor (computed on first use, then cached)."""
         if name not in self._stats:
-            from ..statistics import tensor_stats
+            from ..statistics.table import tensor_stats
             self._stats[name] = tensor_stats(self.ckpt[name], bins=self.bins, fmt=self.ckpt.format)
         return self._stats[name]
 
@@ -311,7 +311,7 @@ class LayerBrowser(w.VBox):
 
     def _panels(self, name: str) -> list[str]:
         """The selected tensor, or its layer's weight and bias when it is one of them."""
-        from ..images import select
+        from ..plots.images import select
         layer = self._layer_of.get(name)
         if layer is None or layer == name:
             return [name]
@@ -319,8 +319,8 @@ class LayerBrowser(w.VBox):
         return pair if name in pair else [name]
 
     def _draw_hist(self, name: str) -> None:
-        from .. import plots
-        from ..statistics import StatsTable
+        from ..plots import weights as plots
+        from ..statistics.table import StatsTable
         panels = self._panels(name)
         log, clip = self.log_toggle.value, self.clip_toggle.value
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import ipywidgets as w
 
-from .. import inference
+from ..models import inference
 from ..errors import WeightvizError, message
 from ..render import esc, fmt_float
 from ._base import Canvas, error_box, guarded, style_tag

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipywidgets as w
 
 from ..render import COLOURS, esc
-from ..report import DISPLAY_ORDER, Report, headline_status, report_view
+from ..matching.report import DISPLAY_ORDER, Report, headline_status, report_view
 from ._base import error_box, guarded, style_tag
 
 PROBLEMS = tuple(s for s in DISPLAY_ORDER if s not in ("ok", "renamed"))

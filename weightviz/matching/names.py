@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from .checkpoint import layer_of
+from ..checkpoint import layer_of
 
 WRAPPERS = {"module": "DataParallel/DDP", "_orig_mod": "torch.compile",
             "_fsdp_wrapped_module": "FSDP"}

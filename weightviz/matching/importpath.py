@@ -9,7 +9,7 @@ import importlib
 import os
 import re
 
-from .errors import WeightvizError, capped, message
+from ..errors import WeightvizError, capped, message
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 

@@ -13,9 +13,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from . import dtypes
-from .checkpoint import Checkpoint, TensorEntry
-from .errors import CorruptFileError, MismatchError, WeightvizError, capped, message
+from .. import dtypes
+from ..checkpoint import Checkpoint, TensorEntry
+from ..errors import CorruptFileError, MismatchError, WeightvizError, capped, message
 from .names import match_names, same_layer_guess, shape_order_guess
 from .report import Report, Row, Status, verdict
 
@@ -29,7 +29,7 @@ def as_checkpoint(source) -> tuple[Checkpoint, list[str]]:
     if isinstance(source, Checkpoint):
         return source, _kept_apart(source)
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        from .formats import open_checkpoint
+        from ..formats import open_checkpoint
         ckpt = open_checkpoint(source)
         return ckpt, _kept_apart(ckpt)
     if hasattr(source, "state_dict") and callable(source.state_dict) and not isinstance(source, Mapping):
@@ -39,7 +39,7 @@ def as_checkpoint(source) -> tuple[Checkpoint, list[str]]:
             f"cannot compare against a {type(source).__name__}",
             expected="a file path, a weightviz Checkpoint, a state dict or an nn.Module",
             fix="pass the checkpoint's path or its state dict", got=type(source).__name__))
-    from .formats._unwrap import unwrap
+    from ..formats._unwrap import unwrap
     tensors, extras, path = unwrap(source, _is_tensor, what="the state dict")
     entries = {k: _entry(k, v) for k, v in tensors.items()}
     ckpt = Checkpoint(entries, format="state dict", extras=extras,
@@ -159,7 +159,7 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
     cshape = {k: ckpt[k].shape for k in cnames}
     pairs, rules = match_names(cnames, mnames, cshape, mshape, rename)
     if ckpt.format == "onnx" and data:          # exporter-renamed or transposed initializers
-        from ._onnxmatch import pair_by_values
+        from .onnx_fold import pair_by_values
         for c, (m, rule) in pair_by_values(ckpt, msd, pairs).items():
             pairs[c], rules[c] = m, rule
     used = set(pairs.values())
@@ -221,7 +221,7 @@ def compare(model, ckpt: Checkpoint, *, rename=None, data: bool = True, guess: b
         suggestions.append(f"{lossy} tensor{'s need' if lossy > 1 else ' needs'} a lossy cast: "
                            f"load with cast=True")
     if ckpt.format == "onnx":                   # folded BatchNorms, exporter-made names
-        from ._onnxmatch import explain
+        from .onnx_fold import explain
         suggestions += explain(rows, ckpt, model, data)
     return rows, pairs, fixes, suggestions
 
@@ -286,7 +286,7 @@ def _matched_row(m, c, e: TensorEntry, ms, md, rule, data, order) -> Row:
 
 
 def _err(x: float) -> str:
-    from .render import fmt_float
+    from ..render import fmt_float
     return fmt_float(x)
 
 

@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import render
-from .errors import WeightvizError, capped, message
-from .inference import eval_mode
-from ._layerpairs import Rec, compare, hint, kind, pair_records
+from .. import render
+from ..errors import WeightvizError, capped, message
+from ..models.inference import eval_mode
+from .layerpairs import Rec, compare, hint, kind, pair_records
 
 __all__ = ["divergence", "DivergenceReport", "LayerPair"]
 

@@ -11,14 +11,14 @@ import math
 
 import numpy as np
 
-from .errors import WeightvizError, message
-from .render import COLOURS, fmt_float, fmt_shape
+from ..errors import WeightvizError, message
+from ..render import COLOURS, fmt_float, fmt_shape
 
 _MARK = {"only_a": "a only", "only_b": "b only", "shape_differs": "shape"}
 
 
 def _report(report_or_a, b=None, **kwargs):
-    from .diffreport import DiffReport
+    from ..compare.diffreport import DiffReport
     if isinstance(report_or_a, DiffReport):
         if b is not None:
             raise WeightvizError(message("pass a DiffReport, or two sources a and b, not both",
@@ -28,7 +28,7 @@ def _report(report_or_a, b=None, **kwargs):
         raise WeightvizError(message("a diff plot needs a DiffReport or two sources",
                                      fix="diff_overview(weightviz.diff(a, b)) or diff_overview(a, b)",
                                      got=type(report_or_a).__name__))
-    from .tensordiff import diff
+    from ..compare.tensordiff import diff
     return diff(report_or_a, b, **kwargs)
 
 
@@ -90,8 +90,8 @@ def diff_hist(report, name: str, b=None, *, bins: int = 100, ax=None, **diff_kwa
     sources, ``b`` the second); ``name``: either side's tensor name.  ``ax``: None (a new
     figure) or two Axes; returns the two Axes."""
     import matplotlib.pyplot as plt
-    from .statistics import tensor_stats
-    from .tensordiff import difference_histogram
+    from ..statistics.table import tensor_stats
+    from ..compare.tensordiff import difference_histogram
     rep = _report(report, b, **diff_kwargs)
     row = rep[name]
     ea, eb = rep.pair(name)
@@ -138,7 +138,7 @@ def divergence_plot(report, *, ax=None):
     models part annotated with its name; the dashed line is ``atol``.  ``report``: a
     :class:`~weightviz.layertrace.DivergenceReport`.  Returns the Axes."""
     import matplotlib.pyplot as plt
-    from .layertrace import DivergenceReport
+    from ..compare.layertrace import DivergenceReport
     if not isinstance(report, DivergenceReport):
         raise WeightvizError(message("divergence_plot draws a DivergenceReport",
                                      fix="divergence_plot(weightviz.divergence(model_a, model_b, x))",

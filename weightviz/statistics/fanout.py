@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 
-from .errors import WeightvizError, message
+from ..errors import WeightvizError, message
 
 TASK_BYTES = 256 << 20          # bytes of tensor data per task
 _OPEN: OrderedDict = OrderedDict()   # per worker process: (path, format, size, mtime) -> Checkpoint
@@ -50,7 +50,7 @@ def _checkpoint(path: str, fmt: str | None):
     key = (path, fmt, st.st_size, st.st_mtime_ns)
     ckpt = _OPEN.get(key)
     if ckpt is None:
-        from .formats import open_checkpoint
+        from ..formats import open_checkpoint
         ckpt = _OPEN[key] = open_checkpoint(path, format=fmt)
         while len(_OPEN) > 8:
             _OPEN.popitem(last=False)
@@ -59,7 +59,7 @@ def _checkpoint(path: str, fmt: str | None):
 
 
 def _chunks(entry, chunk: int):
-    from ._chunks import Chunks
+    from .chunks import Chunks
     return Chunks(entry.raw(), chunk)
 
 
@@ -68,7 +68,7 @@ def range_task(path: str, fmt: str | None, items: list, chunk: int) -> list:
     (name, first chunk, stop chunk)."""
     import numpy as np
 
-    from ._scan import _Buffers, first_pass
+    from .scan import _Buffers, first_pass
     ckpt, buf, out = _checkpoint(path, fmt), _Buffers(chunk), []
     with np.errstate(all="ignore"):
         for name, c0, c1 in items:
@@ -85,7 +85,7 @@ def moment_task(path: str, fmt: str | None, items: list, chunk: int) -> list:
     plan, the first pass's ranges of those chunks)."""
     import numpy as np
 
-    from ._scan import _Buffers, blocks, second_pass
+    from .scan import _Buffers, blocks, second_pass
     ckpt, buf, out = _checkpoint(path, fmt), _Buffers(chunk), []
     with np.errstate(all="ignore"):
         for name, c0, c1, pl, ranges in items:
@@ -114,7 +114,7 @@ def _file_of(ckpt, entry) -> tuple[str, str | None]:
 
 def _tasks(ckpt, chunk: int) -> list[tuple[str, str | None, list]]:
     """(path, format, [(name, first chunk, stop chunk)]) per task, grouped by file."""
-    from ._scan import BLOCK
+    from .scan import BLOCK
     per_file: dict = {}
     for name, e in ckpt.items():
         if e.numel == 0:
@@ -156,7 +156,7 @@ def scan(client, ckpt, *, bins: int, axes: dict, show: bool, chunk: int | None =
     """name -> the scan's raw :class:`~weightviz._scan.Moments` of every tensor of ``ckpt``,
     computed on ``client``'s workers.  ``axes``: name -> the unit axis of the dead-unit
     search (or None); ``show``: whether to show a progress bar."""
-    from . import _scan
+    from . import scan as _scan
     _need_distributed(client)
     chunk = int(chunk or _scan.CHUNK)
     tasks = _tasks(ckpt, chunk)

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from .errors import WeightvizError, message
-from .render import fmt_shape
+from ..errors import WeightvizError, message
+from ..render import fmt_shape
 
 MAX_PANELS = 6            # a layer with neither weight nor bias: this many of its tensors
 
@@ -23,8 +23,8 @@ def _leaf(name: str) -> str:
 
 def _source(source):
     """(checkpoint or None, StatsTable or None) for any accepted source."""
-    from .sources import as_checkpoint
-    from .statistics import StatsTable
+    from ..statistics.sources import as_checkpoint
+    from ..statistics.table import StatsTable
     if isinstance(source, StatsTable):
         return None, source
     return as_checkpoint(source), None
@@ -74,7 +74,7 @@ def diverging_limit(img) -> float:
 def heatmap_image(source, name: str, *, max_size: int = 256):
     """:func:`heatmap`'s data undrawn: the block means (NaN: no finite value in a block) and
     a dict: ``title xlabel ylabel extent``, the tensor's ``shape``, ``block`` (rows, cols)."""
-    from ._scan import Widener
+    from ..statistics.scan import Widener
     ckpt, e = _tensor(source, name)
     shape = e.shape
     if len(shape) == 0 or e.numel == 0:

@@ -27,12 +27,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._kernels import dot_rows, sumsq_rows
-from ._widen import Widener
-from .checkpoint import Checkpoint
+from ..statistics.kernels import dot_rows, sumsq_rows
+from ..statistics.widen import Widener
+from ..checkpoint import Checkpoint
 from .diffreport import DiffReport, DiffRow, bad_tolerance
-from .errors import WeightvizError, capped, message
-from .names import match_names
+from ..errors import WeightvizError, capped, message
+from ..matching.names import match_names
 
 CHUNK = 1 << 18
 PROGRESS_BYTES = 256 << 20          # a bar by default when both sides hold more than this
@@ -43,7 +43,7 @@ SCALAR_COS = 1e-9                   # 1 - cosine below this: the same direction
 
 def _side(source, which: str) -> tuple[Checkpoint, str, list[str]]:
     """The Checkpoint of one side, a deterministic label, and notes (unwrapping)."""
-    from .match import as_checkpoint
+    from ..matching.match import as_checkpoint
     if isinstance(source, (str, os.PathLike)):
         label = os.path.basename(os.fspath(source).rstrip("/\\")) or os.fspath(source)
     elif isinstance(source, Checkpoint):
@@ -68,8 +68,8 @@ def _via_torch(ckpt: Checkpoint, other: Checkpoint, which: str) -> tuple[Checkpo
     if not (str(ckpt.format).startswith("keras") and ckpt.architecture is not None
             and not _torch_named(ckpt) and _torch_named(other)):
         return ckpt, []
-    from .builders import build
-    from .match import as_checkpoint
+    from ..models.builders import build
+    from ..matching.match import as_checkpoint
     model = build(ckpt)
     built, _ = as_checkpoint(model)
     return built, [f"{which}: Keras weights compared as the torch model weightviz builds from "
@@ -287,7 +287,7 @@ def _pair(name, ea, eb, rule, order, atol, chunk, on_bytes) -> DiffRow:
 
 def difference_histogram(ea, eb, bins: int = 100, chunk: int | None = None):
     """Counts and edges of ``a - b`` over its finite range (two streamed passes)."""
-    from ._kernels import histogram1d
+    from ..statistics.kernels import histogram1d
     chunk = int(chunk or CHUNK)
     if tuple(ea.shape) != tuple(eb.shape):
         raise WeightvizError(message("a difference needs two tensors of one shape",

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import WeightvizError, capped, message
-from .importpath import from_import_path, is_import_path
+from ..errors import WeightvizError, capped, message
+from ..matching.importpath import from_import_path, is_import_path
 
 def build(source, *, weights=None, custom_layers=None, kwargs: dict | None = None, strict: bool = True):
     """A torch.nn.Module from ``source``.
@@ -28,13 +28,13 @@ def build(source, *, weights=None, custom_layers=None, kwargs: dict | None = Non
     if is_import_path(source):
         model = from_import_path(source, kwargs)
         if weights is not None:
-            from .match import load
+            from ..matching.match import load
             load(model, weights, strict=strict)
         return model
     if kwargs:
         raise WeightvizError(message("kwargs= only applies to an import path",
                                      fix='pass source as "pkg.module:Class"', got=repr(source)))
-    from .formats import open_checkpoint
+    from ..formats import open_checkpoint
     ckpt = source if hasattr(source, "architecture") else open_checkpoint(source)
     wckpt = None
     if weights is not None:
@@ -46,7 +46,7 @@ def build(source, *, weights=None, custom_layers=None, kwargs: dict | None = Non
             fix='build the model yourself and use weightviz.load(model, file), or build("pkg.module:Class", '
                 'weights=file), or build_mlp() for plain weight arrays'))
     _refuse_bytecode(ckpt.architecture, custom_layers)
-    from .keras import build_from_checkpoint
+    from ..keras import build_from_checkpoint
     return build_from_checkpoint(ckpt, wckpt, custom_layers)
 
 
@@ -57,8 +57,8 @@ def _refuse_bytecode(architecture: dict, custom_layers) -> None:
     own pre-scan decides, layer by layer."""
     if custom_layers:
         return
-    from .errors import UnsafeCheckpointError
-    from .formats.keras_common import find_lambdas
+    from ..errors import UnsafeCheckpointError
+    from ..formats.keras_common import find_lambdas
     found = find_lambdas(architecture)
     if found:
         raise UnsafeCheckpointError(message(
@@ -103,7 +103,7 @@ def _activation(act, i: int):
 def _arrays(source, what: str) -> list[np.ndarray]:
     """Per-layer arrays from a sequence, a .npy (object array of per-layer arrays) or a .npz."""
     if isinstance(source, (str, os.PathLike)):
-        from .formats import open_checkpoint
+        from ..formats import open_checkpoint
         ckpt = open_checkpoint(source)
         return [e.numpy() for e in ckpt.values()]
     if isinstance(source, np.ndarray) and source.dtype != object:
@@ -127,7 +127,7 @@ _NUMBERED = re.compile(r"^(?:(w|weights?|kernels?)|(b|bias(?:es)?))[_-]?(\d+)$",
 def _npz_pairs(path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """W/b pairs from one .npz: names like W0/b0, weight_1/bias_1 paired by number;
     otherwise in natural key order, 2-D arrays are weights and 1-D arrays biases."""
-    from .formats import open_checkpoint
+    from ..formats import open_checkpoint
     ckpt = open_checkpoint(path)
     names = list(ckpt)
     ws, bs = {}, {}

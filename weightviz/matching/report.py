@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterator
 
-from . import dtypes, render
-from .checkpoint import layer_of
+from .. import dtypes, render
+from ..checkpoint import layer_of
 from .names import fold
-from .errors import capped
+from ..errors import capped
 
 
 class Status(str, Enum):

@@ -22,8 +22,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
-from . import render
-from .errors import WeightvizError, message
+from .. import render
+from ..errors import WeightvizError, message
 
 STATUSES = ("same", "changed", "dtype_differs", "shape_differs", "only_a", "only_b")
 

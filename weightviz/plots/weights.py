@@ -13,11 +13,11 @@ import math
 
 import numpy as np
 
-from .errors import WeightvizError, message
+from ..errors import WeightvizError, message
 from .images import _source, diverging_limit, select
 from .images import heatmap_image, kernel_grid_image  # noqa: F401  (plots' public names too)
-from .diffplots import diff_hist, diff_overview, divergence_plot  # noqa: F401  (here too)
-from .render import fmt_float, fmt_shape
+from .diffs import diff_hist, diff_overview, divergence_plot  # noqa: F401  (here too)
+from ..render import fmt_float, fmt_shape
 
 FINE_BINS = 4096          # clip= percentiles: two refining histograms, range / 4096**2
 DIVERGING = "RdBu_r"      # colormap of heatmaps and kernel grids, symmetric around 0
@@ -46,7 +46,7 @@ def _clip_range(clip) -> tuple[float, float] | None:
 
 
 def _tensor_hist(ckpt, table, name, bins, pct):
-    from .statistics import tensor_stats
+    from ..statistics.table import tensor_stats
     if ckpt is None:
         s = table[name]
         if pct is not None:
@@ -181,7 +181,7 @@ def plot_overview(source, ax=None, *, max_labels: int = 60):
     thinned to about ``max_labels`` (flagged tensors always labelled).  ``source`` may
     be a StatsTable (no rescan).  Integer/bool buffers and empty tensors are left out
     (counted in the title)."""
-    from .statistics import StatsTable, stats
+    from ..statistics.table import StatsTable, stats
     table = source if isinstance(source, StatsTable) else stats(source)
     rows = [s for s in table.values()
             if s.numel and not ({"integer", "bool"} & set(s.flags))]

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels
-from ._chunks import Chunks
-from ._kernels import finite_minmax, fused_moments, sum_rows, sumsq_rows, histogram1d
-from ._widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
-from .errors import WeightvizError
+from . import kernels as _kernels
+from .chunks import Chunks
+from .kernels import finite_minmax, fused_moments, sum_rows, sumsq_rows, histogram1d
+from .widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
+from ..errors import WeightvizError
 
 CHUNK = 1 << 18              # elements per chunk: 1 MiB of float32, 2 MiB as float64
 RELEASE_BETWEEN_PASSES = 256 << 20   # bigger tensors drop their mapped pages per chunk

@@ -6,18 +6,18 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import dtypes
-from .errors import WeightvizError, message
+from .. import dtypes
+from ..errors import WeightvizError, message
 
 
 def as_checkpoint(source):
     """A Checkpoint from a path, a Checkpoint, a state dict or an nn.Module."""
     import os
-    from .checkpoint import Checkpoint
+    from ..checkpoint import Checkpoint
     if isinstance(source, Checkpoint):
         return source
     if isinstance(source, (str, os.PathLike)):
-        from .formats import open_checkpoint
+        from ..formats import open_checkpoint
         return open_checkpoint(source)
     fmt = "state_dict"
     if not isinstance(source, Mapping) and callable(getattr(source, "state_dict", None)):
@@ -35,7 +35,7 @@ def as_checkpoint(source):
 
 
 def _entry(name: str, value):
-    from .checkpoint import TensorEntry
+    from ..checkpoint import TensorEntry
     if isinstance(value, (np.ndarray, np.generic, int, float, complex)):
         arr = np.asarray(value)
         if arr.dtype.kind not in "biufc":

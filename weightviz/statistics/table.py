@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from . import dtypes
-from .errors import WeightvizError, message
+from .. import dtypes
+from ..errors import WeightvizError, message
 from .sources import as_checkpoint
 
 OUTLIER_SIGMA = 10.0
@@ -127,7 +127,7 @@ class TensorStats:
                 self.nan, self.inf, " ".join(self.flags))
 
     def __repr__(self) -> str:
-        from .render import fmt_float, fmt_shape
+        from ..render import fmt_float, fmt_shape
         dt = self.dtype + (f" (blocks of {dtypes.block_size(self.dtype)})" if "quantized" in self.flags else "")
         parts = [f"{self.name}: {dt} {fmt_shape(self.shape)} n={self.numel}"]
         if self.finite:
@@ -140,7 +140,7 @@ class TensorStats:
         return " ".join(parts)
 
     def _repr_html_(self) -> str:
-        from .render import Table
+        from ..render import Table
         return Table(_COLUMNS, [self._row()], align=_ALIGN, badges=len(_COLUMNS) - 1).to_html()
 
 
@@ -213,7 +213,7 @@ class StatsTable(Mapping):
         return df.set_index("name") if len(df) else df
 
     def _view(self):
-        from .render import Table, View, fmt_count
+        from ..render import Table, View, fmt_count
         total = sum(s.numel for s in self._entries.values())
         summary = [("tensors", fmt_count(len(self))), ("parameters", fmt_count(total))]
         counts = self.summary()
@@ -249,7 +249,7 @@ def _stored_bytes(on_bytes, ratio: float):
 def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None,  # noqa: A002
                  scanner=None, on_bytes=None) -> TensorStats:
     """Statistics of one TensorEntry; ``range=(lo, hi)`` clips the histogram."""
-    from ._scan import Scanner
+    from .scan import Scanner
     if scanner is None:
         with_own = Scanner()
         try:
@@ -258,7 +258,7 @@ def tensor_stats(entry, *, bins: int = 100, range=None, fmt: str | None = None, 
         finally:
             with_own.close()
     axis = unit_axis(entry, fmt)
-    from ._scan import ReadFailed
+    from .scan import ReadFailed
     try:
         # GGUF blocks: a view decoded chunk by chunk; progress in stored (not float32) bytes
         src = entry.streamed() if callable(getattr(entry, "streamed", None)) else entry
@@ -340,7 +340,7 @@ def stats(source, *, bins: int = 100, progress=None, client=None) -> StatsTable:
     ``client``: a ``dask.distributed.Client``: the scan runs on its workers, which open
     the files themselves (:mod:`weightviz.fanout`); the table is identical.
     """
-    from ._scan import Scanner
+    from .scan import Scanner
     if not isinstance(bins, (int, np.integer)) or bins < 1:
         raise WeightvizError(message("bins must be a positive integer", got=repr(bins)))
     ckpt = as_checkpoint(source)

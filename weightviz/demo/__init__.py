@@ -1,6 +1,6 @@
 """Demo material for the notebooks: a procedural image set and small trained models.
 
-Everything here ships with the package (``weightviz/demo_data/``); nothing is
+Everything here ships with the package (``weightviz/demo/data/``); nothing is
 downloaded.  The files were written by ``tools/make_demo_data.py`` with real
 torch, real Keras 3 and real tf-keras (Keras 2).
 
@@ -9,10 +9,10 @@ torch, real Keras 3 and real tf-keras (Keras 2).
 >>> demo.CLASS_NAMES[y[0]]
 'triangle'
 >>> demo.path("mlp.pth")                 # absolute path of a shipped file; demo.files() lists them
-'...weightviz/demo_data/mlp.pth'
+'...weightviz/demo/data/mlp.pth'
 >>> model = demo.MLP()                   # torch.nn.Module (torch is imported only now)
 
-``demo.MLP`` and ``demo.SmallCNN`` live in :mod:`weightviz.demo_models` (also
+``demo.MLP`` and ``demo.SmallCNN`` live in :mod:`weightviz.demo.models` (also
 reachable as ``demo.models``); they take channels-last ``(N, 16, 16, 1)``
 float32 images like the Keras models do, and also ``(N, 16, 16)``,
 ``(N, 256)`` or channels-first ``(N, 1, 16, 16)``, as torch tensors or NumPy
@@ -39,14 +39,14 @@ IMAGE_SHAPE = (16, 16, 1)
 #: Activations of the shipped MLP, one per layer: ``y = act(x @ W + b)``.
 MLP_ACTIVATIONS = ("relu", "relu", "softmax")
 
-_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data")
+_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 def path(name: str) -> str:
     """Absolute path of the shipped demo file ``name`` (see :func:`files`)."""
     full = os.path.join(_DATA_DIR, name)
     if os.path.basename(name) != name or not os.path.isfile(full):
-        from .errors import WeightvizError, capped, message
+        from ..errors import WeightvizError, capped, message
         raise WeightvizError(message(
             f"No demo file named {name!r}",
             expected=f"one of the shipped demo files: {capped(files(), limit=len(files()))}",
@@ -111,7 +111,7 @@ def images(n: int = 64, seed: int = 0, *, noise: float = 1.0):
     """
     n = int(n)
     if n < 0:
-        from .errors import WeightvizError, message
+        from ..errors import WeightvizError, message
         raise WeightvizError(message("images() needs a sample count of at least 0",
                                      fix="pass n >= 0", got=repr(n)))
     rng = np.random.default_rng(seed)
@@ -146,10 +146,8 @@ def images(n: int = 64, seed: int = 0, *, noise: float = 1.0):
 
 def __getattr__(name: str):
     # torch is imported only when a model class is asked for.
-    if name in ("MLP", "SmallCNN", "KerasCNNPort"):
-        from . import demo_models
-        return getattr(demo_models, name)
-    if name == "models":
-        from . import demo_models
-        return demo_models
+    if name in ("MLP", "SmallCNN", "KerasCNNPort", "models"):
+        import importlib
+        models = importlib.import_module(__name__ + ".models")   # not `from . import`: it would ask here again
+        return models if name == "models" else getattr(models, name)
     raise AttributeError(f"module 'weightviz.demo' has no attribute {name!r}")
