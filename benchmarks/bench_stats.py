@@ -110,8 +110,8 @@ def main() -> None:
                     help="scan threads for long tensors (default: weightviz's choice)")
     args = ap.parse_args()
     if args.threads:
-        import weightviz._scan
-        weightviz._scan.THREADS = args.threads
+        import weightviz.statistics.scan
+        weightviz.statistics.scan.THREADS = args.threads
 
     import weightviz
     tmp = tempfile.mkdtemp(prefix="wv_bench_stats_")

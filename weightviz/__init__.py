@@ -51,14 +51,14 @@ def stats(source, **kwargs):
 
 
 def diff(a, b, **kwargs):
-    """Compare two checkpoints or models tensor by tensor; see :func:`weightviz.tensordiff.diff`."""
+    """Compare two checkpoints or models tensor by tensor; see :func:`weightviz.compare.tensordiff.diff`."""
     from .compare.tensordiff import diff as _diff
     return _diff(a, b, **kwargs)
 
 
 def divergence(model_a, model_b, *inputs, **kwargs):
     """Run two models side by side and find the first layer where their outputs part;
-    see :func:`weightviz.layertrace.divergence`."""
+    see :func:`weightviz.compare.layertrace.divergence`."""
     from .compare.layertrace import divergence as _divergence
     return _divergence(model_a, model_b, *inputs, **kwargs)
 

@@ -1,6 +1,6 @@
 """The two-checkpoint :class:`DiffReport`: rows, the summary line, and their rendering.
 
-:mod:`weightviz.tensordiff` computes the rows; this module only describes and displays
+:mod:`weightviz.compare.tensordiff` computes the rows; this module only describes and displays
 them (text and HTML from :mod:`weightviz.render`, ``to_dict``/``to_json``).
 
 Statuses, one per tensor name:

@@ -1,4 +1,4 @@
-"""Pairing, comparing and explaining the layers of two traced models (for :mod:`weightviz.layertrace`).
+"""Pairing, comparing and explaining the layers of two traced models (for :mod:`weightviz.compare.layertrace`).
 
 :func:`pair_records` pairs the two models' unit records (by name, else by a monotonic
 alignment over execution order), :func:`compare` measures one pair under the layouts its

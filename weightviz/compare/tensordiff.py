@@ -15,7 +15,7 @@ max ``|a - b|``, ``||a - b|| / ||a||``, cosine ``a·b / (||a|| ||b||)`` and the 
 of elements with ``|a - b| > atol``; NaN at the same place on both sides counts as
 the same.  A scalar multiple falls out of the same sums (``1 - cos`` at float
 rounding); a transpose is tried for square matrices that changed and for shapes that
-are a permutation of each other.  See :mod:`weightviz.diffreport` for the statuses.
+are a permutation of each other.  See :mod:`weightviz.compare.diffreport` for the statuses.
 """
 from __future__ import annotations
 
@@ -322,7 +322,7 @@ def difference_histogram(ea, eb, bins: int = 100, chunk: int | None = None):
 # ---------------------------------------------------------------- the verb
 
 def diff(a, b, *, rename=None, atol: float = 0.0, progress=None, chunk: int | None = None) -> DiffReport:
-    """Compare two sources tensor by tensor -> :class:`~weightviz.diffreport.DiffReport`.
+    """Compare two sources tensor by tensor -> :class:`~weightviz.compare.diffreport.DiffReport`.
 
     ``rename``: a-name -> b-name (mapping or callable), tried after exact names.
     ``atol``: elements closer than this count as unchanged.  ``progress``: True/False, or

@@ -1,7 +1,7 @@
 """Your own model classes, named by an import path ``"pkg.module:Class"``.
 
 This imports and runs code *you* name (on the command line or in a call), never code named
-by a file's contents; :mod:`weightviz.builders`, :mod:`weightviz.match` and the CLI share it.
+by a file's contents; :mod:`weightviz.models.builders`, :mod:`weightviz.matching.match` and the CLI share it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """check()/load(): compare a checkpoint with a model, report, and load what safely fits.
 
-Names are paired by :mod:`weightviz.names` (exact, ``rename=``, wrapper prefixes,
+Names are paired by :mod:`weightviz.matching.names` (exact, ``rename=``, wrapper prefixes,
 ``model.``, other prefixes proven by shapes; shape-order pairs only as a guess).
 Headers are compared without reading data; data is read, one tensor at a time,
 only for the NaN/Inf scan, for the precision a cast would lose, and for loading.

@@ -1,6 +1,6 @@
 """The checkpoint-versus-model Report: rows, verdict, counts and their rendering.
 
-:mod:`weightviz.match` builds a :class:`Report`; this module only describes and
+:mod:`weightviz.matching.match` builds a :class:`Report`; this module only describes and
 displays it (text and HTML from :mod:`weightviz.render`, ``to_dict``/``to_json``).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Matplotlib views of a comparison (re-exported by :mod:`weightviz.plots`): of a
-:class:`~weightviz.diffreport.DiffReport`, the relative change of every tensor in model order
+:class:`~weightviz.compare.diffreport.DiffReport`, the relative change of every tensor in model order
 and one tensor's two histograms overlaid beside the histogram of their difference; of a
-:class:`~weightviz.layertrace.DivergenceReport`, each paired layer's output error.
+:class:`~weightviz.compare.layertrace.DivergenceReport`, each paired layer's output error.
 
 Like the other plots: ``ax=`` in, what was drawn on out; no ``plt.show()``.
 """
@@ -136,7 +136,7 @@ def divergence_plot(report, *, ax=None):
     """Max abs error of each paired layer's output in execution order (log scale), the final
     outputs last: layers within tolerance in green, beyond it in red, the first one where the
     models part annotated with its name; the dashed line is ``atol``.  ``report``: a
-    :class:`~weightviz.layertrace.DivergenceReport`.  Returns the Axes."""
+    :class:`~weightviz.compare.layertrace.DivergenceReport`.  Returns the Axes."""
     import matplotlib.pyplot as plt
     from ..compare.layertrace import DivergenceReport
     if not isinstance(report, DivergenceReport):

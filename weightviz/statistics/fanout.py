@@ -1,14 +1,14 @@
 """``weightviz.stats(source, client=...)``: the statistics scan fanned out over Dask.
 
 Dask (``dask.distributed``) schedules; weightviz only cuts the work and merges it.
-The scan's steps (:mod:`weightviz._scan`) run where the data is:
+The scan's steps (:mod:`weightviz.statistics.scan`) run where the data is:
 
 1. tensors are grouped by the file that holds them (a shard) into tasks of about
-   ``TASK_BYTES``; a large tensor is split into runs of whole :data:`~weightviz._scan.BLOCK`
+   ``TASK_BYTES``; a large tensor is split into runs of whole :data:`~weightviz.statistics.scan.BLOCK`
    chunks;
 2. range tasks: each worker opens the file itself (a path on a shared filesystem;
    header only, cached per worker process) and returns the finite range of every chunk;
-3. the client turns the ranges into one :class:`~weightviz._scan.Plan` per tensor (fixed
+3. the client turns the ranges into one :class:`~weightviz.statistics.scan.Plan` per tensor (fixed
    bin edges, shift, scale: a few numbers);
 4. moment tasks: each worker scans its chunks again and returns their sums folded per
    block (a few hundred bytes per 64 MiB);
@@ -153,7 +153,7 @@ def _run(client, fn, tasks, chunk, bar, weight) -> list:
 
 
 def scan(client, ckpt, *, bins: int, axes: dict, show: bool, chunk: int | None = None) -> dict:
-    """name -> the scan's raw :class:`~weightviz._scan.Moments` of every tensor of ``ckpt``,
+    """name -> the scan's raw :class:`~weightviz.statistics.scan.Moments` of every tensor of ``ckpt``,
     computed on ``client``'s workers.  ``axes``: name -> the unit axis of the dead-unit
     search (or None); ``show``: whether to show a progress bar."""
     from . import scan as _scan

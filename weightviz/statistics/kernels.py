@@ -1,4 +1,4 @@
-"""The scan's per-chunk number crunching (:mod:`weightviz._scan` runs it): float64 sums by
+"""The scan's per-chunk number crunching (:mod:`weightviz.statistics.scan` runs it): float64 sums by
 BLAS rows, an exact histogram, the finite range of a chunk.  Plain NumPy in, plain numbers
 out; no knowledge of tensors, files or threads."""
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A tensor is read through ``TensorEntry.raw()`` (a read-only memory map when the
 bytes lie plainly in the file) in chunks of ``CHUNK`` elements.  Each chunk is
-widened to native float32/float64 (:mod:`weightviz._widen`), then:
+widened to native float32/float64 (:mod:`weightviz.statistics.widen`), then:
 
 * :func:`first_pass`: finite min/max per chunk; :func:`plan` turns those into the
   histogram range, the shift and the dead-unit layout (a :class:`Plan`);

@@ -1,6 +1,6 @@
 """Per-tensor statistics and histograms: ``weightviz.stats(source)`` -> :class:`StatsTable`.
 
-Everything is computed in one streaming scan per tensor (see :mod:`weightviz._scan`):
+Everything is computed in one streaming scan per tensor (see :mod:`weightviz.statistics.scan`):
 bounded memory whatever the checkpoint size, float64 accumulation, statistics over
 the *finite* values only (NaN and Inf are counted apart).  ``std`` is the population
 standard deviation (``ddof=0``, as ``np.std``); ``zeros`` is the fraction of *all*
@@ -296,7 +296,7 @@ def unit_axis(entry, fmt: str | None) -> str | None:
 
 
 def describe(entry, r) -> TensorStats:
-    """A TensorEntry's :class:`TensorStats` from the scan's raw :class:`~weightviz._scan.Moments`."""
+    """A TensorEntry's :class:`TensorStats` from the scan's raw :class:`~weightviz.statistics.scan.Moments`."""
     dt = entry.dtype
     kind = _kind(dt)
     absmax = max(abs(r.min), abs(r.max)) if r.finite else float("nan")
@@ -338,7 +338,7 @@ def stats(source, *, bins: int = 100, progress=None, client=None) -> StatsTable:
     ``source``: a path, a Checkpoint, a state dict or an nn.Module.  ``progress``:
     True/False, or None to show a ``tqdm.auto`` bar only for scans above 256 MiB.
     ``client``: a ``dask.distributed.Client``: the scan runs on its workers, which open
-    the files themselves (:mod:`weightviz.fanout`); the table is identical.
+    the files themselves (:mod:`weightviz.statistics.fanout`); the table is identical.
     """
     from .scan import Scanner
     if not isinstance(bins, (int, np.integer)) or bins < 1:

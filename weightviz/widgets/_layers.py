@@ -14,7 +14,7 @@ MAX_SAMPLES = 256      # the layer-by-layer run uses at most this many of the sa
 
 
 class LayerDivergence(w.VBox):
-    """A toggle, and under it the :class:`~weightviz.layertrace.DivergenceReport` of
+    """A toggle, and under it the :class:`~weightviz.compare.layertrace.DivergenceReport` of
     ``model_a`` against ``model_b`` on ``samples`` (``report`` once opened)."""
 
     def __init__(self, model_a, model_b, samples, names):

@@ -1,7 +1,7 @@
 """The LayerBrowser's structure view: a heatmap (2-D weights) or kernel grid (convolutions)
 drawn without matplotlib's renderer.
 
-The image is the array :func:`weightviz.images.heatmap_image` / ``kernel_grid_image``
+The image is the array :func:`weightviz.plots.images.heatmap_image` / ``kernel_grid_image``
 return (at most 256 pixels a side), coloured with the same diverging colormap as the
 matplotlib plots (symmetric around 0), PNG-encoded at zlib level 1 and scaled up in
 the page with ``image-rendering: pixelated``; the title, shape, block size and the

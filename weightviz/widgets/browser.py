@@ -4,7 +4,7 @@ kernel grid (convolutions).
 
 Statistics come from :mod:`weightviz.stats` (computed per tensor on first selection
 and cached; a small checkpoint is scanned up front so the list shows every flag),
-plots from :mod:`weightviz.plots`, match status from :func:`weightviz.match.check`.
+plots from :mod:`weightviz.plots`, match status from :func:`weightviz.matching.match.check`.
 The histogram Figure is reused and rendered to PNG (see :mod:`._base`); the heatmap /
 kernel grid is coloured pixels plus an HTML caption (see :mod:`._structure`).
 """

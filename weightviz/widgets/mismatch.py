@@ -1,6 +1,6 @@
 """MismatchView: a Report with its verdict on top, a status filter, problems first.
 
-The table itself is the report's own (:func:`weightviz.report.report_view`) for the
+The table itself is the report's own (:func:`weightviz.matching.report.report_view`) for the
 rows that pass the filter, so the widget, the notebook HTML and the CLI agree.
 """
 from __future__ import annotations
@@ -98,7 +98,7 @@ class MismatchView(w.VBox):
 
 
 def mismatch_view(report: Report) -> MismatchView:
-    """An interactive view of a :class:`~weightviz.report.Report` (see :class:`MismatchView`)."""
+    """An interactive view of a :class:`~weightviz.matching.report.Report` (see :class:`MismatchView`)."""
     if not isinstance(report, Report):
         from ..errors import WeightvizError, message
         raise WeightvizError(message("mismatch_view() needs a Report",
