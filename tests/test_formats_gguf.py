@@ -276,16 +276,50 @@ def test_listing_imports_no_torch():
     assert out.returncode == 0, out.stderr
 
 
+def _same_gguf(a_path, b_path):
+    """Two GGUF files the same: every metadata field and tensor info exactly, tensor values
+    within rounding (a quantizer's float arithmetic may round differently on another CPU's
+    vector path: one quantization step at most)."""
+    from gguf.quants import dequantize
+    a, b = gguf.GGUFReader(str(a_path)), gguf.GGUFReader(str(b_path))
+    fa = {k: (f.types, [bytes(p) for p in f.parts]) for k, f in a.fields.items() if not k.startswith("GGUF.")}
+    fb = {k: (f.types, [bytes(p) for p in f.parts]) for k, f in b.fields.items() if not k.startswith("GGUF.")}
+    assert fa == fb, sorted(set(fa) ^ set(fb)) or "a metadata value differs"
+    assert [(t.name, t.tensor_type, list(t.shape), int(t.data_offset) - int(a.data_offset)) for t in a.tensors] == \
+           [(t.name, t.tensor_type, list(t.shape), int(t.data_offset) - int(b.data_offset)) for t in b.tensors]
+    for ta, tb in zip(a.tensors, b.tensors):
+        if ta.tensor_type in (gguf.GGMLQuantizationType.Q8_K, gguf.GGMLQuantizationType.I32):
+            assert bytes(ta.data) == bytes(tb.data), ta.name          # raw codes / integers
+            continue
+        va = dequantize(ta.data, ta.tensor_type).astype(np.float64)
+        vb = dequantize(tb.data, tb.tensor_type).astype(np.float64)
+        quantized = ta.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
+                                           gguf.GGMLQuantizationType.BF16)
+        atol = np.abs(vb).max() / 100 if quantized else 0.0
+        np.testing.assert_allclose(va, vb, rtol=1e-6, atol=atol, err_msg=ta.name)
+
+
 def test_fixtures_come_from_their_script(tmp_path):
-    """tools/make_gguf_fixtures.py rewrites the same bytes (the writer is deterministic)."""
+    """tools/make_gguf_fixtures.py rewrites the committed files: the same header on any CPU,
+    values within one quantization step."""
     spec = importlib.util.spec_from_file_location("make_gguf_fixtures", ROOT / "tools" / "make_gguf_fixtures.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.write_model(str(tmp_path / "q8.gguf"), gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)
     mod.write_mixed(str(tmp_path / "mixed.gguf"))
-    assert (tmp_path / "q8.gguf").read_bytes() == (FIX / "tiny-q8_0.gguf").read_bytes()
-    assert (tmp_path / "mixed.gguf").read_bytes() == (FIX / "tiny-mixed.gguf").read_bytes()
+    _same_gguf(tmp_path / "q8.gguf", FIX / "tiny-q8_0.gguf")
+    _same_gguf(tmp_path / "mixed.gguf", FIX / "tiny-mixed.gguf")
     assert all((FIX / n).stat().st_size < 20_000 for n in ALL)
+
+
+def test_the_gguf_comparison_sees_a_changed_value(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    data = bytearray((FIX / "tiny-f32.gguf").read_bytes())
+    data[-4:] = np.float32(1e3).tobytes()                 # the last tensor's last value
+    bad.write_bytes(bytes(data))
+    _same_gguf(FIX / "tiny-f32.gguf", FIX / "tiny-f32.gguf")
+    with pytest.raises(AssertionError):
+        _same_gguf(bad, FIX / "tiny-f32.gguf")
 
 
 # ---------------------------------------------------------------- hostile, in process

@@ -230,22 +230,61 @@ def test_dynamo_export_folded_values_under_state_dict_names():
     assert rows["fc.weight"].fits and "exporter-made name" in rows["val_10"].note
 
 
+def _same_model(a, b, name):
+    """Two ONNX models the same: structure exactly (graph, names, shapes, dtypes, attributes,
+    external-data keys) and tensor values within float32 rounding, since an exporter's
+    constant folding (a BatchNorm into its Conv) depends on the CPU's vector path."""
+    def tensors(m):
+        out = list(m.graph.initializer)
+        for node in m.graph.node:
+            out += [at.t for at in node.attribute if at.HasField("t")]
+        return out
+    ta, tb = tensors(a), tensors(b)
+    assert [t.name for t in ta] == [t.name for t in tb], name
+    for x, y in zip(ta, tb):
+        assert (list(x.dims), x.data_type) == (list(y.dims), y.data_type), (name, x.name)
+        va, vb = numpy_helper.to_array(x), numpy_helper.to_array(y)
+        if va.dtype.kind in "fc":
+            np.testing.assert_allclose(va, vb, rtol=1e-5, atol=1e-6, err_msg=f"{name}: {x.name}")
+        else:                                            # integers, booleans, strings: exactly
+            np.testing.assert_array_equal(va, vb, err_msg=f"{name}: {x.name}")
+        for t in (x, y):                                 # values compared: now the rest, exactly
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
+                          "string_data", "uint64_data"):
+                t.ClearField(field)
+    a.producer_version = b.producer_version = ""          # the torch release that exported it
+    assert a.SerializeToString() == b.SerializeToString(), name
+
+
 def test_fixtures_come_from_their_script(tmp_path):
-    """The onnx.helper files are byte-identical when rewritten; the TorchScript exports are
-    too, but for the producer_version (the torch release)."""
+    """Rewritten by tools/make_onnx_fixtures.py, every fixture is the committed one: the same
+    structure, and values equal within float32 rounding on any CPU."""
     mk = _script()
     mk.write_helper_models(str(tmp_path))
-    for n in ("typed.onnx", "constants.onnx", "external.onnx", "external.onnx.data"):
-        assert (tmp_path / n).read_bytes() == (FIX / n).read_bytes(), n
+    for n in ("typed.onnx", "constants.onnx", "external.onnx"):
+        _same_model(onnx.load(str(tmp_path / n)), onnx.load(str(FIX / n)), n)
     import torch
     mk.export(mk.smallcnn(), torch.zeros(1, 1, 16, 16), str(tmp_path / "smallcnn.onnx"))
     mk.export(mk.seq3d(), torch.zeros(1, 2, 8), str(tmp_path / "linear3d.onnx"))
-    for n in ("smallcnn.onnx", "linear3d.onnx"):           # the same but for the torch version
-        a, b = onnx.load(str(tmp_path / n)), onnx.load(str(FIX / n))
-        a.producer_version = b.producer_version = ""
-        assert a.SerializeToString() == b.SerializeToString(), n
+    for n in ("smallcnn.onnx", "linear3d.onnx"):
+        _same_model(onnx.load(str(tmp_path / n)), onnx.load(str(FIX / n)), n)
     assert wv.open(FIX / "smallcnn.onnx").metadata["producer"].startswith("pytorch")
     assert sum(p.stat().st_size for p in FIX.iterdir()) < 60_000
+
+
+def test_the_fixture_comparison_sees_a_changed_value_and_a_changed_shape():
+    a, b = onnx.load(str(FIX / "smallcnn.onnx")), onnx.load(str(FIX / "smallcnn.onnx"))
+    _same_model(a, b, "itself")
+    a, b = onnx.load(str(FIX / "smallcnn.onnx")), onnx.load(str(FIX / "smallcnn.onnx"))
+    w = numpy_helper.to_array(a.graph.initializer[0]).copy()
+    w.flat[0] += 1e-3
+    a.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, a.graph.initializer[0].name))
+    with pytest.raises(AssertionError):
+        _same_model(a, b, "value")
+    a = onnx.load(str(FIX / "smallcnn.onnx"))
+    a.graph.node[0].name += "_renamed"
+    with pytest.raises(AssertionError):
+        _same_model(a, b, "structure")
 
 
 # ---------------------------------------------------------------- verbs
