@@ -16,8 +16,8 @@ from weightviz import demo
 from weightviz.errors import WeightvizError
 
 EXPECTED_FILES = [
-    "cnn.onnx", "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_mismatched.pth", "cnn_q4_0.gguf",
-    "cnn_q8_0.gguf", "cnn_training.pth",
+    "cnn.onnx", "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_lora", "cnn_lora_merged_bf16.safetensors",
+    "cnn_lora_r8", "cnn_lora_zero3", "cnn_mismatched.pth", "cnn_q4_0.gguf", "cnn_q8_0.gguf", "cnn_training.pth",
     "keras2_model.h5", "keras2_model.json", "keras2_model_weights.h5", "keras2_predictions.npz",
     "keras_model.h5", "keras_model.json", "keras_model.keras", "keras_model.weights.h5",
     "keras_predictions.npz", "manifest.json",
@@ -37,10 +37,14 @@ def _torch_load(name):
 
 def test_files_are_shipped_and_small():
     assert demo.files() == EXPECTED_FILES
-    sizes = {f: os.path.getsize(demo.path(f)) for f in demo.files()}
+    def size(p):
+        if os.path.isdir(p):
+            return sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p))
+        return os.path.getsize(p)
+    sizes = {f: size(demo.path(f)) for f in demo.files()}
     assert all(s > 0 for s in sizes.values())
     assert max(sizes.values()) < 300_000
-    assert sum(sizes.values()) < 1_500_000
+    assert sum(sizes.values()) < 1_600_000
     assert os.path.isabs(demo.path("mlp.pth"))
 
 
@@ -49,11 +53,14 @@ def test_unknown_file_is_a_weightviz_error():
         demo.path("nope.pth")
     with pytest.raises(WeightvizError):
         demo.path("../demo.py")
+    with pytest.raises(WeightvizError):
+        demo.path("..")
 
 
 def test_manifest_lists_every_file():
     m = demo.manifest()
-    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "onnx", "keras3", "keras2") for f in m[part]["files"]}
+    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "onnx", "adapter", "keras3", "keras2")
+              for f in m[part]["files"]}
     assert listed | {"manifest.json"} == set(EXPECTED_FILES)
     assert m["data"]["classes"] == list(demo.CLASS_NAMES)
     assert m["mlp"]["activations"] == list(demo.MLP_ACTIVATIONS)

@@ -54,8 +54,11 @@ def update_manifest(section, info):
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(dict(sorted(data.items())), fh, indent=1, sort_keys=False)
         fh.write("\n")
-    for name in os.listdir(OUT):            # safetensors writes 0600; ship readable files
-        os.chmod(out(name), 0o644)
+    for here, dirs, files in os.walk(OUT):   # safetensors writes 0600; ship readable files
+        for d in dirs:
+            os.chmod(os.path.join(here, d), 0o755)
+        for f in files:
+            os.chmod(os.path.join(here, f), 0o644)
 
 
 # ------------------------------------------------------------------ torch part
@@ -405,20 +408,29 @@ def keras2_part():
     print(f"Keras 2 test accuracy {acc:.4f}")
 
 
+def adapter_part():
+    """cnn_lora*/ and cnn_lora_merged_bf16.safetensors, trained and saved by PEFT
+    (tools/make_demo_adapter.py)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import make_demo_adapter
+    make_demo_adapter.main()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["torch", "finetune", "gguf", "onnx", "keras3", "keras2"])
+    ap.add_argument("--only", choices=["torch", "finetune", "gguf", "onnx", "adapter", "keras3", "keras2"])
     ap.add_argument("--keras3-python", default=os.path.join(ROOT, ".tools-venv-keras3/bin/python"))
     ap.add_argument("--keras2-python", default=os.path.join(ROOT, ".tools-venv-tf/bin/python"))
     args = ap.parse_args(argv)
     if args.only:
         {"torch": torch_part, "finetune": finetune_part, "gguf": gguf_part, "onnx": onnx_part, "keras3": keras3_part,
-         "keras2": keras2_part}[args.only]()
+         "keras2": keras2_part, "adapter": adapter_part}[args.only]()
         return
     torch_part()
     finetune_part()
     gguf_part()
     onnx_part()
+    adapter_part()
     env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3",
                CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
     for part, py in (("keras3", args.keras3_python), ("keras2", args.keras2_python)):

@@ -43,9 +43,10 @@ _DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 def path(name: str) -> str:
-    """Absolute path of the shipped demo file ``name`` (see :func:`files`)."""
+    """Absolute path of the shipped demo file or folder ``name`` (see :func:`files`); the
+    folders are adapters as PEFT saves them (``cnn_lora``)."""
     full = os.path.join(_DATA_DIR, name)
-    if os.path.basename(name) != name or not os.path.isfile(full):
+    if os.path.basename(name) != name or name in ("", ".", "..") or not os.path.exists(full):
         from ..errors import WeightvizError, capped, message
         raise WeightvizError(message(
             f"No demo file named {name!r}",
@@ -55,7 +56,7 @@ def path(name: str) -> str:
 
 
 def files() -> list[str]:
-    """Sorted names of the shipped demo files."""
+    """Sorted names of the shipped demo files and folders."""
     return sorted(f for f in os.listdir(_DATA_DIR) if not f.startswith((".", "_")))
 
 
