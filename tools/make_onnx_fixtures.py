@@ -4,6 +4,9 @@ Run from the repository root:
 
     .venv/bin/python tools/make_onnx_fixtures.py
 
+(the two dynamo exports below need ``onnxscript`` importable too: ``pip install onnxscript``,
+or run it with a venv that layers onnxscript over .venv's packages).
+
 * ``smallcnn.onnx``    ``weightviz.demo_models.SmallCNN`` (seed 0, eval mode) through
   ``torch.onnx.export(..., dynamo=False)``, the TorchScript exporter: conv2 / fc1 / fc2 keep
   their state-dict names, conv1 comes out with bn1 folded in as ``onnx::Conv_*``;
@@ -12,6 +15,13 @@ Run from the repository root:
 * ``convbn_dynamo.onnx`` :class:`ConvBN` (seed 0) through the dynamo exporter
   (``dynamo=True``; written only where ``onnxscript`` is installed): it keeps the name
   ``conv.weight`` for the values with ``bn`` folded in;
+* ``detector_dynamic.onnx`` :class:`Detector` (seed 0) through the dynamo exporter with dynamic
+  batch/height/width (``dynamic_shapes``; onnxscript needed too): six stride-2 levels whose
+  predictions are flattened and concatenated, so torch names the output's anchor dimension
+  with a 321-character expression (``((((width - 1)//2)) + 1)*...``), longer than the 256
+  bytes weightviz once allowed a ``dim_param``. The exporter's per-node debug
+  ``metadata_props`` (stack traces) and the intermediate ``value_info`` shapes are dropped
+  with the onnx library to keep the file at ~6 KB; nothing else is touched;
 * ``typed.onnx``       onnx.helper initializers in every typed field (``float_data``,
   ``int32_data`` for int8/uint8/int16/uint16/bool/float16/bfloat16/float8, ``int64_data``,
   ``double_data``, ``uint64_data``, complex), one in ``raw_data``, an empty one, an int4
@@ -91,6 +101,52 @@ def convbn():
         model.bn.running_var.uniform_(0.5, 2.0)
         model.bn.running_mean.uniform_(-0.5, 0.5)
     return model
+
+
+def detector():
+    import torch
+    from torch import nn
+
+    class Detector(nn.Module):
+        """A six-level detector: each level's 1x1-conv predictions flattened and concatenated."""
+
+        def __init__(self, levels: int = 6):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+            self.down = nn.ModuleList(nn.Conv2d(2, 2, 3, stride=2, padding=1) for _ in range(levels - 1))
+            self.head = nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            f = torch.relu(self.stem(x))
+            outs = [self.head(f).reshape(x.shape[0], 3, -1)]
+            for down in self.down:
+                f = torch.relu(down(f))
+                outs.append(self.head(f).reshape(x.shape[0], 3, -1))
+            return torch.cat(outs, 2)
+
+    torch.manual_seed(0)
+    return Detector().eval()
+
+
+def export_dynamic(model, path: str):
+    """``model`` through the dynamo exporter with dynamic batch, height and width."""
+    import contextlib
+    import io
+    import logging
+    import onnx
+    import torch
+    from torch.export import Dim
+    dims = {0: Dim("batch"), 2: Dim("height", min=32, max=4096), 3: Dim("width", min=32, max=4096)}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(model, (torch.zeros(1, 1, 64, 64),), dynamo=True, input_names=["x"],
+                                 output_names=["y"], dynamic_shapes={"x": dims})
+    proto = prog.model_proto
+    for node in proto.graph.node:            # debug info only (~1 KB of stack trace a node)
+        del node.metadata_props[:]
+    del proto.graph.value_info[:]
+    onnx.save(proto, path)
 
 
 def export(model, x, path: str, dynamo: bool = False):
@@ -219,12 +275,13 @@ def main(argv) -> int:
     try:
         import onnxscript  # noqa: F401 - the dynamo exporter needs it
     except ImportError:
-        print("onnxscript is not installed: convbn_dynamo.onnx not written")
+        print("onnxscript is not installed: convbn_dynamo.onnx and detector_dynamic.onnx not written")
     else:
         path = os.path.join(out, "convbn_dynamo.onnx")
         export(convbn(), torch.zeros(1, 1, 5, 5), path, dynamo=True)
         if os.path.exists(path + ".data") and not os.path.getsize(path + ".data"):
             os.remove(path + ".data")    # the exporter leaves an empty, unreferenced data file
+        export_dynamic(detector(), os.path.join(out, "detector_dynamic.onnx"))
     write_helper_models(out)
     for name in sorted(os.listdir(out)):
         print(f"{name:24s} {os.path.getsize(os.path.join(out, name)):7,d} bytes")

@@ -72,6 +72,12 @@ def one(raw_len: int = 16, **kw) -> bytes:
     return model(graph([tensor(raw=b"\0" * raw_len, **kw)]))
 
 
+def output(name: str, dims) -> bytes:
+    """A graph output (ValueInfoProto) of float tensors; a str or bytes dim is a dim_param."""
+    shape = b"".join(f_bytes(1, f_bytes(2, d) if isinstance(d, (str, bytes)) else f_int(1, d)) for d in dims)
+    return f_bytes(12, f_bytes(1, name) + f_bytes(2, f_bytes(1, f_int(1, FLOAT) + f_bytes(2, shape))))
+
+
 def if_bomb(depth: int) -> bytes:
     """``depth`` If nodes, each holding the next in its then_branch."""
     node = f_bytes(4, "Relu")
@@ -156,6 +162,12 @@ CASES: list[Case] = [
          Refuse(CORRUPT, r"overflows 64 bits")),
     Case("onnx_if_nested_100_deep", "size", "model.onnx", raw(if_bomb(100)), Refuse(CORRUPT, r"nest more than")),
     Case("onnx_if_nested_20_deep", "size", "model.onnx", raw(if_bomb(20)), Ok(count=0)),
+    # a symbolic dim: torch writes ~330-byte expressions (tools/make_onnx_fixtures.py); 64 KiB is the bound
+    Case("onnx_dim_param_64k_plus_1", "size", "model.onnx",
+         raw(model(graph([tensor(raw=b"\0" * 16)]) + output("y", ["b", "n" * (64 * 1024 + 1)]))),
+         Refuse(CORRUPT, r"a dim_param is 65,537 bytes long \(at most 65,536\)")),
+    Case("onnx_dim_param_64k", "size", "model.onnx",
+         raw(model(graph([tensor(raw=b"\0" * 16)]) + output("y", ["b", "n" * (64 * 1024)]))), Ok(count=1)),
     # ---- outside: external data leaving the model's folder, lying offsets, crafted keys
     Case("onnx_external_dotdot", "outside", "model.onnx", external("../model.onnx.data"), Refuse(UNSAFE, r"outside")),
     Case("onnx_external_dotdot_inner", "outside", "model.onnx", external("sub/../../x.data"), Refuse(UNSAFE, r"outside")),

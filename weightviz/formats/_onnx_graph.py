@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ._onnx_proto import LEN, STRING_DATA, TYPED, VARINT, Buf, packed_varints, signed, typed_count
+from .limits import ONNX_MAX_DIM_PARAM as MAX_DIM_PARAM
 from .limits import ONNX_MAX_DIMS as MAX_DIMS
 from .limits import ONNX_MAX_GRAPH_DEPTH as MAX_DEPTH
 from .limits import ONNX_MAX_NODES as MAX_NODES
@@ -262,7 +263,7 @@ class _Walk:
                         if n2 == 1 and w2 == VARINT:
                             d = signed(v2)
                         elif n2 == 2 and w2 == LEN:
-                            d = buf.text(v2, "a dim_param", 256)
+                            d = buf.text(v2, "a dim_param", MAX_DIM_PARAM)
                     shape.append(d)
                 shape = tuple(shape)
         return elem, shape

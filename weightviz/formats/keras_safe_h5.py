@@ -305,3 +305,32 @@ def vars_of(g, path):
     keys = list(vg)
     keys.sort(key=lambda k: (0, int(k)) if k.isdigit() else (1, k))
     return vg, keys
+
+
+def subclassed_store(f, limit: int = 10_000) -> bool:
+    """Whether an HDF5 file with no ``layers/`` group is a Keras 3 ``.weights.h5`` of a subclassed
+    model, which keeps its attribute layers at the top level (``block1/vars``, ``dsn1/vars``):
+    a top-level ``vars`` group holding only the datasets ``0``, ``1``, ... (the model's own
+    variables; Keras writes the group for every model, empty or not), and every other top-level
+    entry a group with a ``vars`` group of its own (a layer) or whose sub-groups all have one
+    (a list or dict attribute: ``blocks/dense``, ``blocks/dense_1``). Links are looked at, never
+    followed; a group of more than ``limit`` entries is not taken for Keras's."""
+    hard, group = h5.h5py.HardLink, h5.h5py.Group
+
+    def has(g, k, cls=group):
+        return isinstance(g.get(k, getlink=True), hard) and g.get(k, getclass=True) is cls
+
+    if not has(f, "vars") or len(f) > limit or len(f["vars"]) > limit:
+        return False
+    own = f["vars"]
+    if set(own) != {str(i) for i in range(len(own))} or not all(has(own, k, h5.h5py.Dataset) for k in own):
+        return False
+    for k in f:
+        if k == "vars":
+            continue
+        if not has(f, k):
+            return False
+        g = f[k]
+        if not has(g, "vars") and not (0 < len(g) <= limit and all(has(g, c) and has(g[c], "vars") for c in g)):
+            return False
+    return True

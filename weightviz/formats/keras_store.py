@@ -31,7 +31,7 @@ def layout(f) -> str | None:
     mw = f.get("model_weights", getlink=True)
     if isinstance(mw, h5py.HardLink) and "layer_names" in f["model_weights"].attrs:
         return "full"
-    if any(f.get(k, getlink=True) is not None for k in V3_ROOTS):
+    if any(f.get(k, getlink=True) is not None for k in V3_ROOTS) or sh.subclassed_store(f):
         return "v3"
     return None
 
@@ -337,16 +337,20 @@ def read_v3(f, arch, kw, entry=None) -> Checkpoint:
     major = kc.keras_major(None, arch.get("keras_version") if arch else None, arch=arch) or 3
     walk = _Walk(f, kw, major, entry)
     entries, groups = {}, {}
-    root = next(k for k in V3_ROOTS if f.get(k, getlink=True) is not None)
-    lg = sh.safe_get(f, root, path=path)
+    # no root group: a subclassed model's store, its attribute layers at the top level
+    root = next((k for k in V3_ROOTS if f.get(k, getlink=True) is not None), None)
+    lg = sh.safe_get(f, root, path=path) if root else None
     tops = kc.layer_entries(arch) if arch else None
     if arch is not None and not tops and not kc.is_model(arch):
         tops = None
-    for sub, entry, real in walk.layer_list(lg, tops):
+    for sub, entry, real in walk.layer_list(lg, tops) if lg is not None else ():
         out: list = []
         walk.layer(lg[sub], f"{root}/{sub}", real, entry, 1, out)
         _add(entries, groups, real, out)
-    for k in sh.children(f, path):
+    kids = sh.children(f, path)          # a subclassed model's attribute layers (or tf.keras extras)
+    sh.prefetch([sh.safe_get(f, f"{k}/vars", path=path) for k in kids if f[k].get("vars", getlink=True)
+                 is not None], "name", path=path)
+    for k in kids:
         if k in V3_ROOTS or k in ("optimizer", "metrics"):
             continue
         out = []
@@ -362,10 +366,11 @@ def read_v3(f, arch, kw, entry=None) -> Checkpoint:
         out = []
         walk.layer(sh.safe_get(f, "optimizer", path=path), "optimizer", "optimizer", None, 1, out)
         extras["optimizer"] = dict(out)
-    layout_name = "keras-weights-h5" + ("-tf213" if root != "layers" else "")
+    layout_name = "keras-weights-h5" + ("-tf213" if root not in (None, "layers") else "")
     meta = store_metadata(arch, None, layout_name, keras_version=None)
     if arch is None:
-        named = any(sh.real_name(lg[k], path) for k in sh.children(lg, path))
+        top = f if lg is None else lg
+        named = any(sh.real_name(top[k], path) for k in sh.children(top, path))
         meta["naming"] = "vars name attributes" if named else "stored names (no config)"
         if named:
             meta["keras_major"] = 3      # only Keras >= 3.6 writes the name attributes

@@ -58,6 +58,7 @@ ONNX_MAX_NODES = 5_000_000             # nodes walked, over every graph and subg
 ONNX_MAX_TENSORS = 1_000_000           # initializers + Constant-node tensors listed
 ONNX_MAX_DIMS = 32                     # dimensions of a tensor (ONNX sets none; NumPy allows 64)
 ONNX_MAX_NAME = 64 * KiB               # bytes of a tensor, node or value name
+ONNX_MAX_DIM_PARAM = 64 * KiB          # bytes of a symbolic dim (torch writes ~330-byte expressions)
 ONNX_MAX_EXTERNAL_FILES = 10_000       # distinct external-data files one model may name
 
 # --- nesting and object counts (pickles, configs, object arrays) ---------------------

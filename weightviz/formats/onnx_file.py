@@ -27,7 +27,7 @@ tensor names the file expected. A ``checksum`` is accepted, not verified.
 :mod:`._onnx_proto` (bounded; listing reads the structure, never the tensor bytes); no
 ``onnx.load``, no graph execution, no custom-op library: the ``onnx`` package is not
 needed to list or read. ``weightviz.check`` pairs exporter-renamed or transposed weights
-and names folded BatchNorms (:mod:`weightviz._onnxmatch`).
+and names folded BatchNorms (:mod:`weightviz.matching.onnx_fold`).
 """
 from __future__ import annotations
 
@@ -298,7 +298,7 @@ def _clean(s: str, width: int = 80) -> str:
 def _value(v) -> str:
     if v.kind != "tensor":
         return f"{_clean(v.name, 60)} ({v.kind})"
-    shape = "?" if v.shape is None else "(" + ", ".join(_clean(d, 20) if isinstance(d, str) else str(d)
+    shape = "?" if v.shape is None else "(" + ", ".join(_clean(d, 60) if isinstance(d, str) else str(d)
                                                           for d in v.shape) + ("," if len(v.shape) == 1 else "") + ")"
     return f"{_clean(v.name, 60)} {TYPES.get(v.elem_type, f'type {v.elem_type}')} {shape}"
 
