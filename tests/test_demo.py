@@ -17,7 +17,8 @@ from weightviz.errors import WeightvizError
 
 EXPECTED_FILES = [
     "cnn.onnx", "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_lora", "cnn_lora_merged_bf16.safetensors",
-    "cnn_lora_r8", "cnn_lora_zero3", "cnn_mismatched.pth", "cnn_q4_0.gguf", "cnn_q8_0.gguf", "cnn_training.pth",
+    "cnn_lora_r8", "cnn_lora_zero3", "cnn_mismatched.pth", "cnn_q4_0.gguf", "cnn_q8_0.gguf", "cnn_sharded",
+    "cnn_training.pth",
     "keras2_model.h5", "keras2_model.json", "keras2_model_weights.h5", "keras2_predictions.npz",
     "keras_model.h5", "keras_model.json", "keras_model.keras", "keras_model.weights.h5",
     "keras_predictions.npz", "manifest.json",
@@ -59,7 +60,7 @@ def test_unknown_file_is_a_weightviz_error():
 
 def test_manifest_lists_every_file():
     m = demo.manifest()
-    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "onnx", "adapter", "keras3", "keras2")
+    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "onnx", "adapter", "keras3", "keras2", "sharded")
               for f in m[part]["files"]}
     assert listed | {"manifest.json"} == set(EXPECTED_FILES)
     assert m["data"]["classes"] == list(demo.CLASS_NAMES)

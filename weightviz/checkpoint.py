@@ -19,6 +19,10 @@ from . import dtypes
 class DataLocation:
     """Where a tensor's raw bytes sit inside a plain file, so they can be memory-mapped.
 
+    ``path`` is a local path, or a remote object's name with a ``window(offset, nbytes)``
+    method (``weightviz.formats.source.RemotePath``) that fetches the bytes into a local
+    mirror and says where to map them.
+
     ``dtype`` is the NumPy dtype of the stored bits (byte order included; bf16/fp8 as
     unsigned ints of the same width), ``order`` is 'C' or 'F'.
     """
@@ -50,15 +54,28 @@ class TensorEntry:
     def nbytes(self) -> int:
         return dtypes.nbytes(self.dtype, self.numel)
 
-    def raw(self) -> np.ndarray:
+    def raw(self, *, stream: bool = False) -> np.ndarray:
         """The stored values as a NumPy array: a read-only memory map when the bytes lie
-        plainly in the file; bf16/fp8 come as their raw uint16/uint8 bit patterns."""
+        plainly in the file; bf16/fp8 come as their raw uint16/uint8 bit patterns.
+
+        ``stream`` (for the statistics scan): a large remote tensor's map may come back before
+        its bytes have arrived, with a ``wait(a, b)`` attribute that blocks until bytes [a, b)
+        of it are there; read nothing of it before waiting for it."""
         if self.location is not None:
             loc = self.location
             if self.numel == 0:
                 return _empty(self.name, self.shape, loc.dtype)
-            return np.memmap(loc.path, dtype=loc.dtype, mode="r", offset=loc.offset,
-                             shape=self.shape, order=loc.order)
+            target, offset, wait = loc.path, loc.offset, None
+            window = getattr(target, "window", None)     # a remote object: its bytes fetched
+            if window is not None:                       # into a local mirror at the same offset
+                n = self.numel * np.dtype(loc.dtype).itemsize
+                target, offset, *rest = window(offset, n, stream=True) if stream else window(offset, n)
+                wait = rest[0] if rest else None
+            arr = np.memmap(target, dtype=loc.dtype, mode="r", offset=offset,
+                            shape=self.shape, order=loc.order)
+            if wait is not None:
+                arr.wait = wait
+            return arr
         value = self._load()
         if isinstance(value, np.ndarray):
             return value
@@ -124,7 +141,8 @@ class Checkpoint(Mapping):
     ``extras`` holds what was kept apart (optimizer state, epoch, ...);
     ``architecture`` the parsed Keras config when the file carries one;
     ``groups`` maps a layer name to its tensor names in the framework's own
-    weight order (Keras files), when the reader knows it.
+    weight order (Keras files), when the reader knows it; ``adapter`` describes a
+    LoRA adapter (method, rank, alpha, targets) and is None for ordinary checkpoints.
     """
     entries: dict[str, TensorEntry]
     format: str
@@ -133,6 +151,7 @@ class Checkpoint(Mapping):
     metadata: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
     groups: dict[str, list[str]] | None = None
+    adapter: Any = None          # a LoRA adapter's AdapterInfo (weightviz.formats.adapter_file)
 
     def __getitem__(self, name: str) -> TensorEntry:
         try:

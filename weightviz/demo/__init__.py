@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 __all__ = ["CLASS_NAMES", "IMAGE_SHAPE", "MLP_ACTIVATIONS", "images", "path", "files",
-           "manifest", "MLP", "SmallCNN", "KerasCNNPort", "models"]
+           "manifest", "serve", "MLP", "SmallCNN", "KerasCNNPort", "models"]
 
 #: The ten shape classes, indexed by label.
 CLASS_NAMES = ("h-bar", "v-bar", "diag-down", "diag-up", "plus",
@@ -141,6 +141,14 @@ def images(n: int = 64, seed: int = 0, *, noise: float = 1.0):
     x = x * contrast[:, None, None] + sigma[:, None, None] * pixel_noise
     x = np.clip(x, 0.0, 1.0).astype(np.float32)[..., None]
     return x, y
+
+
+def serve(folder: str | None = None, *, delay: float = 0.0, ranges: bool = True):
+    """Serve ``folder`` (the demo files by default) over HTTP on 127.0.0.1, with byte ranges,
+    in a background thread: a context manager with ``.url(name)`` and ``.requests``
+    (:mod:`weightviz.demo.server`)."""
+    from .server import serve as _serve
+    return _serve(folder, delay=delay, ranges=ranges)
 
 
 # --------------------------------------------------- the torch model classes

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from ..errors import CorruptFileError, UnknownFormatError, WeightvizError, capped, message
 from . import _foreign
+from . import source as _source
 from . import sniff as _sniff
 
 
@@ -111,7 +112,7 @@ def detect(path: str) -> str:
     claims the bytes; else the reader the extension names (it then reports, as a
     CorruptFileError or UnknownFormatError, what is wrong with the bytes); else an
     UnknownFormatError listing what was looked for and the first bytes."""
-    size = os.path.getsize(path)
+    size = _source.size(path)
     head = _sniff.read_head(path)
     if (found := _foreign.early(head)) is not None:
         raise _foreign.refusal(found, path, "first bytes " + _sniff.first_bytes(head))
@@ -152,6 +153,12 @@ def _extension(path: str) -> str:
 
 def _open_directory(path: str, options: dict):
     names = sorted(os.listdir(path))
+    from .dcp_folder import folder_reader        # training checkpoints: DCP, DeepSpeed ZeRO
+    if (found := folder_reader(path, names)) is not None:
+        return _call_read(Reader(*found), path, options)
+    if {"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"} & set(names):
+        from .adapter_file import weights_file     # a PEFT adapter folder: its weights, config beside
+        return open_checkpoint(weights_file(path, names), **options)
     index = [n for n in names if n.endswith((".safetensors.index.json", ".bin.index.json",
                                               ".pt.index.json", ".pth.index.json"))]
     single = [n for n in names if n.endswith(".safetensors")]
@@ -171,15 +178,34 @@ def _open_directory(path: str, options: dict):
         fix="pass the weight file inside it", got=capped(names) or "an empty directory"))
 
 
-def open_checkpoint(path, *, format: str | None = None, **options):
+def open_checkpoint(path, *, format: str | None = None, storage_options: dict | None = None,
+                    cache=None, download: bool = False, download_limit: int | None = None,
+                    progress: bool | None = None, **options):
     """Open a weight file lazily and safely and return a :class:`~weightviz.checkpoint.Checkpoint`.
 
     ``format`` forces a reader: one of ``'torch', 'torchscript', 'safetensors', 'numpy',
     'hdf5', 'keras-h5', 'keras', 'keras-sharded', 'keras-json', 'gguf', 'onnx'``. Without it the file's first bytes decide
     (the extension only serves to word the error when nothing matches). Reader options
     (``**options``) are passed on to the chosen reader.
+
+    ``path`` may be a URL (``https://``, ``s3://``, ``gs://``, ``hf://``, ``memory://`` ...): the
+    headers are read by byte range, tensor data when asked for (:mod:`.source`).
+    ``storage_options`` go to the transport (``headers``, ``timeout``, ``block_size``, or
+    fsspec's options: credentials, endpoints); ``cache`` is a folder that keeps what was read
+    (a second look costs nothing); ``download=True`` fetches a whole object from a server that
+    ignores ``Range`` (up to ``download_limit`` bytes, 2 GiB by default) instead of refusing it;
+    ``progress`` shows a ``tqdm.auto`` bar in bytes for such a whole download (and an HDF5 file,
+    fetched whole): None (the default) above 256 MiB, True always, False never.
     """
+    if _source.is_url(path):
+        path = _source.remote(path, storage_options=storage_options, cache=cache, download=download,
+                              download_limit=download_limit, progress=progress)
     path = os.fspath(path)
+    if _source.is_remote(path):
+        ckpt = _open_remote(path, format, options)
+        return ckpt
+    if format is None and os.path.basename(path) == ".metadata":     # a DCP checkpoint's metadata
+        path = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path) and format is None:
         return _open_directory(path, options)
     if not os.path.exists(path):
@@ -188,4 +214,45 @@ def open_checkpoint(path, *, format: str | None = None, **options):
         reader = _reader_by_name(format)
     else:
         reader = _reader_by_name(detect(path))
-    return _call_read(reader, path, options)
+    ckpt = _call_read(reader, path, options)
+    if format is None and reader.format in ("safetensors", "torch"):
+        from .adapter_file import attach           # LoRA keys: a PEFT / diffusers / kohya adapter
+        ckpt = attach(ckpt, path)
+    return ckpt
+
+
+_WHOLE = {f: "HDF5 files are read whole: their strings are read by a sandboxed process from a local file"
+          for f in ("keras-h5", "hdf5", "keras")}
+
+
+def _open_remote(path, format, options):
+    """A remote object: the same detection and readers, over ranged reads."""
+    if not _source.exists(path):
+        raise FileNotFoundError(f"not found: {path.source.display}")
+    reader = _reader_by_name(format if format is not None else detect(path))
+    if reader.format == "keras-sharded":
+        raise UnknownFormatError(message(
+            f"{os.path.basename(path)} is a Keras sharded-weights index, not read remotely yet",
+            fix="download the index and its shards into one folder and open the index there",
+            got=path.source.display))
+    if reader.format in _WHOLE:         # HDF5 strings are read in a sandboxed process, from a file
+        local = _source.local_copy(path)
+        if format is None and reader.format == "hdf5":        # Keras or plain: the HDF5 sniffers
+            reader = _reader_by_name(detect(local))           # open the file itself
+        ckpt = _call_read(reader, local, options)
+        ckpt.path = path
+        ckpt.metadata = {**ckpt.metadata, "read_whole": _WHOLE[reader.format]}
+    else:
+        ckpt = _call_read(reader, path, options)
+    cost = _source.summary(path)
+    if cost is not None and isinstance(ckpt.metadata, dict):
+        from ..render import fmt_bytes
+        ckpt.metadata = {**ckpt.metadata, "remote": cost}
+        tag = ", ".join(f"{k} {cost[k][:16]}" for k in ("commit", "etag") if cost.get(k))
+        display = dict(ckpt.metadata.get("display") or {})
+        display["source"] = cost["url"] + (f" ({tag})" if tag else "")
+        display["listing read"] = (f"{cost['requests']} requests, {fmt_bytes(cost['bytes'])} of "
+                                   f"{fmt_bytes(cost['size'])} in {cost['objects']} object"
+                                   + ("s" if cost["objects"] != 1 else ""))
+        ckpt.metadata["display"] = display
+    return ckpt

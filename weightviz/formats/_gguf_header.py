@@ -29,6 +29,7 @@ from math import prod
 from typing import NamedTuple
 
 from ..errors import CorruptFileError, message
+from . import source as _source
 from .limits import GGUF_KEPT_STRING as KEPT_STRING
 from .limits import GGUF_MAX_ALIGNMENT as MAX_ALIGNMENT
 from .limits import GGUF_MAX_ARRAY_DEPTH as MAX_DEPTH
@@ -95,16 +96,28 @@ def bad(path, what: str, *, got: str | None = None, fix: str | None = None) -> C
 
 def parse(path: str, types: dict[int, GGMLType]) -> Header:
     """The validated header of the GGUF file at ``path`` (``types``: ggml type code -> GGMLType)."""
-    size = os.path.getsize(path)
+    size = _source.size(path)
     if size < PREAMBLE:
         raise bad(path, f"{size} bytes, shorter than the 24-byte GGUF preamble", got=f"{size} bytes")
+    if _source.is_remote(path):      # no length prefix: read on, doubling, as far as the parse goes
+        buf = bytearray()
+
+        def grow(upto: int) -> bytearray:
+            want = min(size, max(upto, 2 * len(buf), FIRST_READ))
+            buf.extend(_source.read_at(path, len(buf), want - len(buf)))
+            return buf
+        return _Parser(grow(PREAMBLE), size, path, types, grow).run()
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         return _Parser(mm, size, path, types).run()
 
 
+FIRST_READ = 64 << 10        # a remote header's first read; each further read doubles what is held
+
+
 class _Parser:
-    def __init__(self, mm, size: int, path: str, types):
+    def __init__(self, mm, size: int, path: str, types, grow=None):
         self.mm, self.size, self.path, self.types = mm, size, path, types
+        self.grow, self.have = grow, (size if grow is None else len(mm))
         self.pos = 0
         self.etype = ""                                 # element type of the last top-level array
         self.limit = min(size, PREAMBLE + MAX_HEADER)   # the header must end before this
@@ -119,6 +132,12 @@ class _Parser:
                           got="a truncated header or a lying length")
             raise bad(self.path, f"the header is longer than the {MAX_HEADER >> 20} MiB limit "
                                  f"({what} at byte {self.pos:,})")
+        if self.pos + n > self.have:
+            self._more(self.pos + n)
+
+    def _more(self, upto: int):
+        self.mm = self.grow(upto)
+        self.have = len(self.mm)
 
     def unpack(self, fmt: str, what: str):
         n = struct.calcsize("<" + fmt)
@@ -231,6 +250,9 @@ class _Parser:
         for _ in range(count):
             if pos > last:
                 break
+            if pos + 8 > self.have:                   # a remote header: read on
+                self._more(pos + 8)
+                mm = self.mm
             pos += 8 + unpack(fmt, mm, pos)[0]
         else:
             if pos <= self.limit:

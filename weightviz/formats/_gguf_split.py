@@ -15,6 +15,7 @@ import re
 
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
 from . import _gguf_header as _header
+from . import source as _source
 
 NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 ALONE = "to list this part alone, open it with shards=False"
@@ -35,9 +36,13 @@ def parts(path: str, h, types: dict) -> list[tuple[str, object]]:
             f"{base} is part of a GGUF model split in {n} files, but its name does not say which",
             expected=f"llama.cpp's part names, <name>-0000k-of-{n:05d}.gguf, to find the other parts",
             fix=f"rename the parts as gguf-split wrote them; {ALONE}", got=base))
+    names = [f"{m['prefix']}-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1)]
+    if _source.is_remote(path):         # the parts beside it on the same host and revision
+        ps = [path if name == base else _source.sibling(path, name, what="part") for name in names]
+        heads = _source.parallel(lambda p: h if p is path else _header.parse(p, types), ps)
+        return [_check_part(p, ph, i, n) for i, (p, ph) in enumerate(zip(ps, heads))]
     folder = os.path.dirname(os.path.abspath(path))
     real_folder = os.path.realpath(folder)
-    names = [f"{m['prefix']}-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1)]
     missing = [p for p in names if not os.path.isfile(os.path.join(folder, p))]
     if missing:
         raise CorruptFileError(message(
@@ -53,13 +58,16 @@ def parts(path: str, h, types: dict) -> list[tuple[str, object]]:
                 f"part {name} of the split GGUF model is a link leading out of its folder",
                 expected="every part a file in the folder of the part opened",
                 fix="copy the parts into one folder", got=os.path.realpath(p)))
-        ph = h if name == base else _header.parse(p, types)
-        no = ph.kv.get("split.no")
-        if count(ph) != n or no != i:
-            raise CorruptFileError(message(
-                f"{name} does not say it is part {i + 1} of {n} of the split GGUF model",
-                expected=f"split.no = {i} and split.count = {n} in its header",
-                fix="the parts come from different models or downloads: download them again",
-                got=f"split.no = {no!r}, split.count = {ph.kv.get('split.count')!r}"))
-        out.append((p, ph))
+        out.append(_check_part(p, h if name == base else _header.parse(p, types), i, n))
     return out
+
+
+def _check_part(p, ph, i: int, n: int):
+    no = ph.kv.get("split.no")
+    if count(ph) != n or no != i:
+        raise CorruptFileError(message(
+            f"{os.path.basename(p)} does not say it is part {i + 1} of {n} of the split GGUF model",
+            expected=f"split.no = {i} and split.count = {n} in its header",
+            fix="the parts come from different models or downloads: download them again",
+            got=f"split.no = {no!r}, split.count = {ph.kv.get('split.count')!r}"))
+    return p, ph

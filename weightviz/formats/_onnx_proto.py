@@ -199,5 +199,6 @@ def typed_values(buf: Buf, t) -> tuple[int, np.ndarray]:
 
 def open_buf(path: str) -> Buf:
     """The file opened for reading through a window; ``close()`` it when done."""
-    f = open(path, "rb")
-    return Buf(f, os.path.basename(path), os.fstat(f.fileno()).st_size)
+    from . import source as _source
+    f = _source.open_file(path)
+    return Buf(f, os.path.basename(path), _source.size(path))

@@ -8,6 +8,7 @@ import zlib
 from contextlib import contextmanager
 
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
+from . import source as _source
 from .sniff import zip_infos
 
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
@@ -26,7 +27,7 @@ def _bad(path, what, got=None) -> CorruptFileError:
 def checked_infos(path: str) -> tuple[zipfile.ZipInfo, ...]:
     """The zip's directory, checked: no duplicates, no encryption, members inside the file,
     no zip bombs. Read once per file (cached in ``sniff.zip_infos``)."""
-    size = os.path.getsize(path)
+    size = _source.size(path)
     try:
         infos = zip_infos(path)
     except ZIP_ERRORS as exc:
@@ -58,7 +59,7 @@ def open_zip(path: str):
     """A ``ZipFile`` whose directory passed :func:`checked_infos`."""
     checked_infos(path)
     try:
-        z = zipfile.ZipFile(path)
+        z = zipfile.ZipFile(path) if not _source.is_remote(path) else zipfile.ZipFile(_source.open_file(path))
     except ZIP_ERRORS as exc:
         raise _bad(path, "its directory cannot be read", got=f"{type(exc).__name__}: {exc}"[:200]) from None
     try:
@@ -77,7 +78,7 @@ def member_data_offset(f, info: zipfile.ZipInfo, path: str) -> int:
         raise _bad(path, f"the local header of {info.filename!r} is missing")
     n, e = struct.unpack("<HH", local[26:30])
     start = info.header_offset + 30 + n + e
-    if start + info.compress_size > os.fstat(f.fileno()).st_size:
+    if start + info.compress_size > f.seek(0, os.SEEK_END):
         raise _bad(path, f"member {info.filename!r} runs past the end of the file")
     return start
 

@@ -46,6 +46,7 @@ from ..errors import WeightvizError, message
 from . import _gguf_header as _header
 from . import _gguf_split as _split
 from . import sniff as _sniff
+from . import source as _source
 
 PLAIN = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
          "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
@@ -172,7 +173,7 @@ class _Blocks:
         step = per_row * SLAB_ROWS
         if b1 <= b0:
             return
-        mm = np.memmap(self.path, np.uint8, "r", offset=self.start + b0 * ts, shape=((b1 - b0) * ts,))
+        mm = _source.memmap(self.path, np.uint8, self.start + b0 * ts, ((b1 - b0) * ts,))
         try:
             for s in range(0, b1 - b0, step):
                 e = min(s + step, b1 - b0)

@@ -61,6 +61,13 @@ ONNX_MAX_NAME = 64 * KiB               # bytes of a tensor, node or value name
 ONNX_MAX_DIM_PARAM = 64 * KiB          # bytes of a symbolic dim (torch writes ~330-byte expressions)
 ONNX_MAX_EXTERNAL_FILES = 10_000       # distinct external-data files one model may name
 
+# --- training checkpoints of many ranks (torch.distributed.checkpoint, DeepSpeed) -------
+DCP_MAX_METADATA = 1 * GiB             # a DCP .metadata pickle (a 405B model on 512 ranks: ~0.4 GB)
+DCP_MAX_ITEMS = 10_000_000             # state-dict items it lists
+DCP_MAX_CHUNKS = 10_000_000            # tensor chunks and storage spans it lists, over all items
+DCP_MAX_DIMS = 64                      # dimensions of a tensor or chunk
+DEEPSPEED_MAX_LATEST = 4 * KiB         # the `latest` file naming the step folder
+
 # --- nesting and object counts (pickles, configs, object arrays) ---------------------
 WALK_MAX_DEPTH = 64                    # containers nested inside a torch checkpoint
 WALK_MAX_NODES = 5_000_000             # objects walked in a torch checkpoint

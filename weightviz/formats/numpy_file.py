@@ -33,6 +33,7 @@ from ..checkpoint import Checkpoint, DataLocation, TensorEntry
 from ..errors import (CorruptFileError, UnknownFormatError, UnsafeCheckpointError, WeightvizError,
                       message)
 from . import sniff as _sniff
+from . import source as _source
 from ._unpickle import _encode
 from ._zip import ZIP_ERRORS, bad_member, checked_infos, member_data_offset, open_zip, read_member
 
@@ -125,13 +126,13 @@ def _check_dtype(dtype: np.dtype, path, name):
 
 
 def _read_npy(path: str) -> Checkpoint:
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    size = _source.size(path)
+    with _source.open_file(path) as f:
         dtype, shape, fortran, off = parse_header(f.read, path)
     name = os.path.basename(path)
     stem = name[:-4] if name.endswith(".npy") else os.path.splitext(name)[0] or "array"
     if dtype.hasobject:
-        with open(path, "rb") as f:
+        with _source.open_file(path) as f:
             f.seek(off)
             if size - off > MAX_PICKLE:
                 raise _bad(path, "the pickled object array is larger than 2 GiB")
@@ -154,7 +155,7 @@ def _read_npz(path: str) -> Checkpoint:
     extras: dict = {}
     infos = checked_infos(path)
     with ExitStack() as stack:
-        f = stack.enter_context(open(path, "rb"))
+        f = stack.enter_context(_source.open_file(path))
         z = None
         for info in infos:
             if not info.filename.endswith(".npy"):

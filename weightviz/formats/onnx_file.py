@@ -44,6 +44,7 @@ from ..errors import CorruptFileError, UnsafeCheckpointError, WeightvizError, ca
 from . import _onnx_graph as _graph
 from . import _onnx_proto as _proto
 from . import sniff as _sniff
+from . import source as _source
 from .limits import ONNX_MAX_EXTERNAL_FILES as MAX_EXTERNAL_FILES
 
 # TensorProto.DataType -> (weightviz dtype, readable); unreadable ones keep ONNX's name
@@ -61,7 +62,7 @@ EXTERNAL_KEYS = ("location", "offset", "length", "checksum")
 
 
 def sniff(head: bytes, path) -> bool:
-    return _sniff.is_onnx(head, os.path.getsize(path))
+    return _sniff.is_onnx(head, _source.size(path))
 
 
 def read(path, **options) -> Checkpoint:
@@ -181,15 +182,15 @@ class _Reader:
         data = self.resolve(name, loc)
         if data not in self.files and len(self.files) >= MAX_EXTERNAL_FILES:
             raise self.buf.bad(f"the model names more than {MAX_EXTERNAL_FILES:,} external data files")
-        self.files[data] = os.path.exists(data)
+        self.files[data] = self.files[data] if data in self.files else _source.exists(data)
         if not self.files[data]:
             return TensorEntry(name, t.dims, dtype, loader=_missing(self.name, name, loc))
-        if not os.path.isfile(data):
+        if not _source.is_remote(data) and not os.path.isfile(data):
             raise UnsafeCheckpointError(message(
                 f"{self.name}: the external data of tensor {name!r} is not a regular file",
                 expected="a plain data file next to the model", fix="replace it with the real data file",
                 got=f"location {loc!r}"), needs=["external data"])
-        size = os.path.getsize(data)
+        size = _source.size(data)
         if offset + nbytes > size:
             raise self.buf.bad(f"tensor {name!r} ({nbytes:,} bytes at offset {offset:,}) ends past the end "
                                f"of its {size:,}-byte external data file {loc!r}",
@@ -209,6 +210,8 @@ class _Reader:
 
     def resolve(self, name: str, loc: str) -> str:
         """The data file's path, proven inside the model's folder (links resolved)."""
+        if _source.is_remote(self.path):    # a plain name beside the model, same host and revision
+            return _source.sibling(self.path, loc, what="external data file")
         parts = re.split(r"[\\/]", loc)
         why = ("it is empty" if not loc.strip() else "it is an absolute path" if
                os.path.isabs(loc) or loc[:1] in "/\\" or re.match(r"^[A-Za-z]:", loc) else
@@ -325,7 +328,8 @@ def _metadata(m, r: _Reader) -> dict:
     if m.sparse:
         show["sparse tensors"] = f"{m.sparse:,} (not listed)"
     folder = os.path.realpath(r.folder)
-    files = {os.path.relpath(p, folder): ok for p, ok in r.files.items()}
+    files = {os.path.basename(p) if _source.is_remote(p) else os.path.relpath(p, folder): ok
+             for p, ok in r.files.items()}
     if files:
         gone = [f for f, ok in files.items() if not ok]
         show["external data"] = (f"{len(files)} file{'s' if len(files) > 1 else ''}: {capped(sorted(files), 5)}"

@@ -17,6 +17,7 @@ from .. import dtypes
 from ..checkpoint import Checkpoint, DataLocation, TensorEntry
 from ..errors import CorruptFileError, message
 from . import sniff as _sniff
+from . import source as _source
 from ._index import _no_duplicates, gather, load_index
 
 MAX_HEADER = _sniff.SAFETENSORS_MAX_HEADER
@@ -26,7 +27,7 @@ def sniff(head: bytes, path) -> bool:
     name = os.path.basename(str(path))
     if name.endswith(".safetensors.index.json") and _sniff.is_json(head):
         return True
-    return _sniff.is_safetensors(head, os.path.getsize(path))
+    return _sniff.is_safetensors(head, _source.size(path))
 
 
 def read(path, **options) -> Checkpoint:
@@ -46,18 +47,17 @@ def _bad(path, what, *, got=None) -> CorruptFileError:
 
 def read_file(path: str) -> tuple[dict[str, TensorEntry], dict]:
     """Entries (in byte order) and metadata of one safetensors file."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        first = f.read(8)
-        if len(first) < 8:
-            raise _bad(path, "shorter than the 8-byte header length", got=f"{size} bytes")
-        (n,) = struct.unpack("<Q", first)
-        if n > MAX_HEADER:
-            raise _bad(path, f"header length {n:,} exceeds the 100 MB limit",
-                       got="first bytes " + _sniff.first_bytes(first))
-        if 8 + n > size:
-            raise _bad(path, f"header length {n:,} runs past the end of the {size:,}-byte file")
-        raw = f.read(n)
+    size = _source.size(path)
+    first = _source.read_at(path, 0, 8)
+    if len(first) < 8:
+        raise _bad(path, "shorter than the 8-byte header length", got=f"{size} bytes")
+    (n,) = struct.unpack("<Q", first)
+    if n > MAX_HEADER:
+        raise _bad(path, f"header length {n:,} exceeds the 100 MB limit",
+                   got="first bytes " + _sniff.first_bytes(first))
+    if 8 + n > size:
+        raise _bad(path, f"header length {n:,} runs past the end of the {size:,}-byte file")
+    raw = _source.read_at(path, 8, n)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -115,7 +115,7 @@ def read_file(path: str) -> tuple[dict[str, TensorEntry], dict]:
 def read_index(path: str) -> Checkpoint:
     """A sharded checkpoint: the index's ``weight_map`` names the shard of every tensor."""
     wmap, shards, index_meta = load_index(path, "safetensors")
-    entries = gather(path, wmap, shards, lambda p: read_file(p)[0])
+    entries = gather(path, wmap, shards, lambda p: read_file(p)[0], learn_head=True)
     meta = {"shards": [os.path.basename(p) for p in shards]}
     if index_meta:
         meta["index_metadata"] = index_meta

@@ -10,6 +10,7 @@ import zipfile
 from functools import lru_cache
 
 from ..errors import CorruptFileError, UnknownFormatError, message
+from . import source as _source
 
 HEAD_SIZE = 4096
 
@@ -30,20 +31,18 @@ LOOKED_FOR = ("HDF5 (\\x89HDF)", "ZIP (PK\\x03\\x04: torch.save, TorchScript, .n
 
 
 def read_head(path: str, n: int = HEAD_SIZE) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(n)
+    return _source.read_at(path, 0, n)
 
 
 def hdf5_offset(path: str) -> int | None:
     """Offset of the HDF5 signature: 0, or 512, 1024, 2048, ... after a user block."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        off = 0
-        while off + 8 <= size:
-            f.seek(off)
-            if f.read(8) == HDF5_MAGIC:
-                return off
-            off = 512 if off == 0 else off * 2
+    size = _source.size(path)
+    _source.prefetch_offsets(path, [512 << k for k in range(64) if (512 << k) + 8 <= size], 8)
+    off = 0
+    while off + 8 <= size:
+        if _source.read_at(path, off, 8) == HDF5_MAGIC:
+            return off
+        off = 512 if off == 0 else off * 2
     return None
 
 
@@ -63,14 +62,13 @@ def zip_names(path: str) -> tuple[str, ...]:
 
 
 def zip_infos(path: str) -> tuple[zipfile.ZipInfo, ...]:
-    """The zip's directory entries, cached per (path, size, mtime); treat them as read-only."""
-    st = os.stat(path)
-    return _zip_infos(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    """The zip's directory entries, cached per (path, size, mtime or ETag); treat them as read-only."""
+    return _zip_infos(_source.identity(path), path)
 
 
 @lru_cache(maxsize=8)
-def _zip_infos(path: str, size: int, mtime_ns: int) -> tuple[zipfile.ZipInfo, ...]:
-    with zipfile.ZipFile(path) as z:
+def _zip_infos(identity: tuple, path: str) -> tuple[zipfile.ZipInfo, ...]:
+    with _source.open_file(path) as f, zipfile.ZipFile(f) as z:
         return tuple(z.infolist())
 
 
@@ -112,10 +110,12 @@ def family(head: bytes, path: str, size: int) -> str | None:
         return "npy"
     if is_gguf(head):
         return "gguf"
+    if head.startswith(HDF5_MAGIC):
+        return "hdf5"
+    if is_safetensors(head, size):       # before the user-block scan: no scattered reads for it
+        return "safetensors"
     if is_hdf5(head, path):
         return "hdf5"
-    if is_safetensors(head, size):
-        return "safetensors"
     if is_json(head):
         return "json"
     if is_onnx(head, size):

@@ -29,6 +29,7 @@ from .. import dtypes
 from ..checkpoint import Checkpoint, DataLocation, TensorEntry
 from ..errors import CorruptFileError, UnsafeCheckpointError, message
 from . import sniff as _sniff
+from . import source as _source
 from ._unpickle import Opaque, Recorded, TensorRecord, record
 from ._script_code import state_names, state_table
 from ._unwrap import describe_extras, is_optimizer_state, unwrap
@@ -105,7 +106,7 @@ def _read_zip(path: str, torchscript: bool | None) -> Checkpoint:
         obj, up = _record(data, path, "TorchScript archive" if is_ts else "torch file")
         infos = {i.filename: i for i in z.infolist()}
         locs = {}
-        with open(path, "rb") as f:
+        with _source.open_file(path) as f:
             for key, ref in up.storages.items():
                 info = infos.get(f"{prefix}data/{key}")
                 need = ref.numel * dtypes.itemsize(ref.dtype)
@@ -124,6 +125,8 @@ def _read_zip(path: str, torchscript: bool | None) -> Checkpoint:
     if up.classes or not all(_torch_global_ok(g) for g in up.globals):
         return _from_record(obj, up, path, locs, "torch", meta)
     mm = all(v is not None for v in locs.values())
+    if _source.is_remote(path):      # torch.load wants the whole file: the recording lists it
+        return _from_record(obj, up, path, locs, "torch", meta)
     return _from_torch_load(path, mm, meta) or _from_record(obj, up, path, locs, "torch", meta)
 
 
@@ -304,7 +307,7 @@ def _record_entry(name, rec: TensorRecord, path, locs):
         return TensorEntry(name, rec.size, rec.dtype, location=DataLocation(path, start, view))
 
     def load(path=path, start=start, rec=rec, view=view, span=span, item=item):
-        flat = np.memmap(path, dtype=view, mode="r", offset=start, shape=(span,))
+        flat = _source.memmap(path, view, start, (span,))
         out = np.lib.stride_tricks.as_strided(flat, rec.size, tuple(s * item for s in rec.stride))
         return np.array(out)
     return TensorEntry(name, rec.size, rec.dtype, loader=load)

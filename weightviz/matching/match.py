@@ -292,13 +292,16 @@ def _err(x: float) -> str:
 
 # -- public verbs ---------------------------------------------------------------------
 def check(model, source, *, rename: Mapping | Callable | None = None, kwargs: dict | None = None,
-          data: bool = True) -> Report:
+          data: bool | None = None) -> Report:
     """Compare ``source`` (path, Checkpoint, state dict or nn.Module) with ``model``
     (an nn.Module or an import path "pkg.module:Class" built with ``kwargs``).
     Changes nothing. ``data=False`` compares headers only (no NaN/Inf scan, cast
-    precision unknown)."""
+    precision unknown); the default reads the data of local files and not of remote ones
+    (a URL: names, shapes and dtypes before anything is downloaded)."""
     model = resolve_model(model, kwargs)
     ckpt, fixes = as_checkpoint(source)
+    if data is None:
+        data = not (isinstance(ckpt.metadata, dict) and "remote" in ckpt.metadata)
     rows, _, fixes, sugg = compare(model, ckpt, rename=rename, data=data, fixes=fixes)
     n_model = sum(r.status != "unexpected" for r in rows)
     return Report(rows, verdict=verdict(rows, n_model), n_model=n_model, n_ckpt=len(ckpt),

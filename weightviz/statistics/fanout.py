@@ -6,8 +6,9 @@ The scan's steps (:mod:`weightviz.statistics.scan`) run where the data is:
 1. tensors are grouped by the file that holds them (a shard) into tasks of about
    ``TASK_BYTES``; a large tensor is split into runs of whole :data:`~weightviz.statistics.scan.BLOCK`
    chunks;
-2. range tasks: each worker opens the file itself (a path on a shared filesystem;
-   header only, cached per worker process) and returns the finite range of every chunk;
+2. range tasks: each worker opens the file itself (a path on a shared filesystem, or a URL
+   it reads by range: no shared filesystem needed; header only, cached per worker process)
+   and returns the finite range of every chunk;
 3. the client turns the ranges into one :class:`~weightviz.statistics.scan.Plan` per tensor (fixed
    bin edges, shift, scale: a few numbers);
 4. moment tasks: each worker scans its chunks again and returns their sums folded per
@@ -20,7 +21,6 @@ pure, so when a worker dies Dask reruns its tasks elsewhere and the result is un
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 
 from ..errors import WeightvizError, message
@@ -46,12 +46,13 @@ def _need_distributed(client) -> None:
 # ---------------------------------------------------------------- on the workers
 
 def _checkpoint(path: str, fmt: str | None):
-    st = os.stat(path)
-    key = (path, fmt, st.st_size, st.st_mtime_ns)
+    from ..formats import source as _source
+    key = (_source.identity(path), fmt)          # a remote path: its URL, size and ETag
     ckpt = _OPEN.get(key)
     if ckpt is None:
         from ..formats import open_checkpoint
-        ckpt = _OPEN[key] = open_checkpoint(path, format=fmt)
+        kw = dict(fmt) if isinstance(fmt, tuple) else {"format": fmt}    # reader options (fp32=)
+        ckpt = _OPEN[key] = open_checkpoint(path, **kw)
         while len(_OPEN) > 8:
             _OPEN.popitem(last=False)
     _OPEN.move_to_end(key)
@@ -103,13 +104,15 @@ def _file_of(ckpt, entry) -> tuple[str, str | None]:
     """The file a worker opens to reach ``entry``, and the reader to use."""
     if entry.location is not None and entry.location.path != ckpt.path:
         return entry.location.path, None                 # a shard: open it on its own
-    if ckpt.path is None or not os.path.exists(ckpt.path):
+    from ..formats import source as _source
+    if ckpt.path is None or not _source.exists(ckpt.path):
         raise WeightvizError(message(
             "stats(client=...) needs files the workers can open",
             expected="a path (a file, a sharded index, or a Checkpoint opened from one)",
             fix="save the tensors to a file on a filesystem the workers share, or drop client=",
             got=f"tensor {entry.name!r} of a {ckpt.format} source held in memory"))
-    return ckpt.path, None
+    reopen = ckpt.metadata.get("reopen") if isinstance(ckpt.metadata, dict) else None
+    return ckpt.path, (tuple(sorted(reopen.items())) if reopen else None)
 
 
 def _tasks(ckpt, chunk: int) -> list[tuple[str, str | None, list]]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as _kernels
-from .chunks import Chunks
+from .chunks import Chunks, ReadFailed, read  # noqa: F401  (ReadFailed: table.py)
 from .kernels import finite_minmax, fused_moments, sum_rows, sumsq_rows, histogram1d
 from .widen import Widener, _fp8_table  # noqa: F401  (_fp8_table: tests)
 from ..errors import WeightvizError
@@ -147,10 +147,6 @@ def _around(v: float) -> tuple[float, float]:
     pad = 0.5 if (v - 0.5 < v < v + 0.5) else abs(v) * 2.0 ** -20
     big = np.finfo(np.float64).max
     return max(v - pad, -big), min(v + pad, big)
-
-
-class ReadFailed(Exception):
-    """The tensor's data could not be read (its cause is the reader's exception)."""
 
 
 def first_pass(buf: "_Buffers", flat: np.ndarray, dtype: str):
@@ -358,7 +354,7 @@ class Scanner:
                 on_bytes(0)
             return merge([], 0, pl)
         try:
-            raw = entry.raw()
+            raw = read(entry)
         except (WeightvizError, MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -371,6 +367,7 @@ class Scanner:
             release = raw.size * per_byte > RELEASE_BETWEEN_PASSES
 
             def pass_a(buf, ab):
+                src.ready(*ab)
                 r = first_pass(buf, src.flat[ab[0]:ab[1]], dtype)
                 if release:
                     src.release(*ab)

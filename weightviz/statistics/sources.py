@@ -10,15 +10,15 @@ from .. import dtypes
 from ..errors import WeightvizError, message
 
 
-def as_checkpoint(source):
-    """A Checkpoint from a path, a Checkpoint, a state dict or an nn.Module."""
+def as_checkpoint(source, **open_options):
+    """A Checkpoint from a path or URL, a Checkpoint, a state dict or an nn.Module."""
     import os
     from ..checkpoint import Checkpoint
     if isinstance(source, Checkpoint):
         return source
     if isinstance(source, (str, os.PathLike)):
         from ..formats import open_checkpoint
-        return open_checkpoint(source)
+        return open_checkpoint(source, **open_options)
     fmt = "state_dict"
     if not isinstance(source, Mapping) and callable(getattr(source, "state_dict", None)):
         source, fmt = source.state_dict(), "module"

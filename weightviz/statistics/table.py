@@ -332,18 +332,23 @@ def describe(entry, r) -> TensorStats:
         histogram=Histogram(r.counts, r.edges, r.underflow, r.overflow), flags=tuple(flags))
 
 
-def stats(source, *, bins: int = 100, progress=None, client=None) -> StatsTable:
+def stats(source, *, bins: int = 100, progress=None, client=None, names=None, **open_options) -> StatsTable:
     """Per-tensor statistics and histograms of a checkpoint (see the module docstring).
 
     ``source``: a path, a Checkpoint, a state dict or an nn.Module.  ``progress``:
     True/False, or None to show a ``tqdm.auto`` bar only for scans above 256 MiB.
     ``client``: a ``dask.distributed.Client``: the scan runs on its workers, which open
     the files themselves (:mod:`weightviz.statistics.fanout`); the table is identical.
+    ``names``: only these tensors (of a remote checkpoint, only their bytes are fetched).
+    ``open_options`` (``storage_options=``, ``cache=``, ...) go to ``weightviz.open`` for a path
+    or URL.
     """
     from .scan import Scanner
     if not isinstance(bins, (int, np.integer)) or bins < 1:
         raise WeightvizError(message("bins must be a positive integer", got=repr(bins)))
-    ckpt = as_checkpoint(source)
+    ckpt = as_checkpoint(source, **open_options)
+    if names is not None:
+        ckpt = _only(ckpt, [names] if isinstance(names, str) else list(names))
     total = sum(e.nbytes for e in ckpt.values())
     show = progress if progress is not None else total > PROGRESS_BYTES
     if client is not None:
@@ -369,3 +374,9 @@ def stats(source, *, bins: int = 100, progress=None, client=None) -> StatsTable:
             bar.close()
     return StatsTable(out, format=ckpt.format, bins=int(bins))
 
+
+
+def _only(ckpt, names: list):
+    """The checkpoint restricted to ``names`` (in that order); unknown names raise KeyError."""
+    from dataclasses import replace
+    return replace(ckpt, entries={n: ckpt[n] for n in names})
