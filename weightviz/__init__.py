@@ -13,7 +13,7 @@ from .errors import (CorruptFileError, MismatchError, UnknownFormatError,
 __version__ = "0.1.0"
 
 __all__ = [
-    "open", "build", "build_mlp", "check", "load", "stats", "diff", "divergence", "hist",
+    "open", "build", "build_mlp", "check", "load", "merge", "stats", "diff", "divergence", "hist",
     "plot_overview", "browse", "predict", "WeightvizError", "UnknownFormatError", "CorruptFileError",
     "UnsafeCheckpointError", "UnsupportedLayerError", "MismatchError",
 ]
@@ -36,6 +36,12 @@ def build_mlp(weights, biases=None, activations=None, **kwargs):
 
 
 def check(model, source, **kwargs):
+    """Check a checkpoint against a model (-> :class:`~weightviz.matching.report.Report`), or a
+    LoRA/PEFT adapter against its base (-> :class:`~weightviz.adapters.AdapterReport`)."""
+    from .adapters import is_adapter
+    if is_adapter(source):
+        from .adapters import check_adapter
+        return check_adapter(model, source, **kwargs)
     from .matching.match import check as _check
     return _check(model, source, **kwargs)
 
@@ -43,6 +49,13 @@ def check(model, source, **kwargs):
 def load(model, source, *args, **kwargs):
     from .matching.match import load as _load
     return _load(model, source, *args, **kwargs)
+
+
+def merge(base, adapter, dtype=None, **kwargs):
+    """A lazy Checkpoint of ``base`` with a LoRA/PEFT ``adapter`` merged in (W + ΔW computed when
+    a tensor is read, in ``dtype``, default the base's); see :func:`weightviz.adapters.merge`."""
+    from .adapters import merge as _merge
+    return _merge(base, adapter, dtype=dtype, **kwargs)
 
 
 def stats(source, **kwargs):

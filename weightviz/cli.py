@@ -2,6 +2,7 @@
 
     weightviz inspect FILE [--format NAME]
     weightviz check FILE --model pkg.module:Class [--kwargs JSON] [--json] [--headers-only] [--format NAME]
+    weightviz check ADAPTER --base BASE [--json]      (a LoRA/PEFT adapter against its base)
     weightviz diff A B [--json] [--atol X] [--changed-only]
 
 Exit status: 0 when the file opens (inspect), everything fits (check) or every tensor
@@ -31,10 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="print a checkpoint's summary: format, tensors, layers")
     ins.add_argument("file")
     ins.add_argument("--format", default=None, help="reader name, when detection is not wanted")
-    chk = sub.add_parser("check", help="compare a checkpoint with a model class; exit 1 if it does not fit")
-    chk.add_argument("file")
-    chk.add_argument("--model", required=True, metavar="pkg.module:Class",
-                     help="import path of the model class or factory (the current directory is importable)")
+    chk = sub.add_parser("check", help="compare a checkpoint with a model class, or an adapter with its "
+                                        "base; exit 1 if it does not fit")
+    chk.add_argument("file", help="a checkpoint, or a LoRA/PEFT adapter (folder or file)")
+    of = chk.add_mutually_exclusive_group(required=True)
+    of.add_argument("--model", metavar="pkg.module:Class",
+                    help="import path of the model class or factory (the current directory is importable)")
+    of.add_argument("--base", metavar="BASE",
+                    help="the adapter's base: a checkpoint path, or pkg.module:Class")
     chk.add_argument("--kwargs", default=None, metavar="JSON",
                      help='constructor arguments as a JSON object, e.g. \'{"num_classes": 10}\'')
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -140,10 +145,17 @@ def main(argv: list[str] | None = None) -> int:
                 return _fail(f"--kwargs must be a JSON object, got {type(kwargs).__name__}")
         if os.getcwd() not in sys.path:  # `--model mymodels:Net` from the project directory
             sys.path.insert(0, os.getcwd())
-        from .matching.importpath import from_import_path
-        from .matching.match import check
-        model = from_import_path(args.model, kwargs)
-        report = check(model, open_checkpoint(args.file, format=args.format), data=not args.headers_only)
+        from .matching.importpath import from_import_path, is_import_path
+        ckpt = open_checkpoint(args.file, format=args.format)
+        if args.base is not None or ckpt.adapter is not None:
+            from .adapters import check_adapter
+            base = args.base if args.base is not None else args.model
+            base = from_import_path(base, kwargs) if is_import_path(base) else base
+            report = check_adapter(base, ckpt, numbers=not args.headers_only)
+        else:
+            from .matching.match import check
+            model = from_import_path(args.model, kwargs)
+            report = check(model, ckpt, data=not args.headers_only)
         print(report.to_json() if args.json else repr(report))
         return EXIT_OK if report.fits else EXIT_MISMATCH
     except WeightvizError as e:
@@ -157,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _files(args) -> str:
-    return " and ".join(repr(f) for f in (getattr(args, "file", None), getattr(args, "a", None),
-                                          getattr(args, "b", None)) if f)
+    return " and ".join(repr(f) for f in (getattr(args, "file", None), getattr(args, "base", None),
+                                          getattr(args, "a", None), getattr(args, "b", None)) if f)
 
 
 if __name__ == "__main__":

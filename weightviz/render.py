@@ -24,6 +24,8 @@ COLOURS = {
     # weightviz.diff statuses
     "same": "#1a7f37", "changed": "#9a6700", "dtype_differs": "#9a6700",
     "shape_differs": "#cf222e", "only_a": "#cf222e", "only_b": "#8250df",
+    # LoRA adapter statuses (weightviz.check(base, adapter))
+    "not_found": "#cf222e", "rank_differs": "#cf222e", "untrained": "#9a6700",
 }
 
 
@@ -175,9 +177,12 @@ def file_bytes(ckpt) -> int | None:
     """Bytes of the file(s) a checkpoint was read from (every shard and the index), or None."""
     import os
     path = getattr(ckpt, "path", None)
+    meta = ckpt.metadata if isinstance(ckpt.metadata, dict) else {}
+    remote = meta.get("remote")
+    if isinstance(remote, dict) and isinstance(remote.get("size"), int):
+        return remote["size"]                    # a remote object: the sizes its server gave
     if not path or not os.path.isfile(path):
         return None
-    meta = ckpt.metadata if isinstance(ckpt.metadata, dict) else {}
     folder = os.path.dirname(os.path.abspath(path))
     shards = [os.path.join(folder, s) for s in meta.get("shards", ()) if isinstance(s, str)]
     try:
@@ -206,6 +211,8 @@ def checkpoint_view(ckpt) -> View:
     ]
     if ckpt.architecture is not None:
         summary.append(("architecture", ckpt.architecture.get("class_name", "yes")))
+    if getattr(ckpt, "adapter", None) is not None:
+        summary.append(("adapter", ckpt.adapter.summary()))
     meta = ckpt.metadata if isinstance(ckpt.metadata, dict) else {}
     if meta.get("unwrapped"):
         summary.append(("weights from", meta["unwrapped"]))

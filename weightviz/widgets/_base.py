@@ -184,3 +184,18 @@ def pin_text(ax, *, title_size, ylabel_px: float, xlabel_px: float) -> None:
                  fontsize=title_size or ax.title.get_fontsize(), fontweight=ax.title.get_fontweight())
     ax.xaxis.set_label_coords(0.5, -xlabel_px / h_px)
     ax.yaxis.set_label_coords(-ylabel_px / w_px, 0.5)
+
+
+def side_by_side(fig):
+    """Two panels (3:2) under a caption, small labels: the compare and adapter views' layout."""
+    axs = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2], "left": 0.1, "right": 0.985,
+                                          "bottom": 0.2, "top": 0.86, "wspace": 0.3})
+    return axs
+
+
+def small_labels(axs) -> None:
+    for ax in axs:
+        ax.tick_params(labelsize=7.5)
+        ax.title.set_size(8.5)
+        ax.xaxis.label.set_size(8)
+        ax.yaxis.label.set_size(8)

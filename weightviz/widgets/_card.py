@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from ..render import COLOURS, badges_html, esc, fmt_bytes, fmt_count, fmt_float, fmt_shape
 
+#: Flags that colour a list row (the others, like ``integer``, are shown but not coloured).
+# the list's flag column is narrow: long flag names get a short form (the card spells them out)
+SHORT_FLAGS = {"single_value": "one", "all_zero": "zero", "constant": "const", "dead_units": "dead",
+               "outliers": "outl", "integer": "int", "complex": "cplx", "low_precision": "lowp"}
+WARN_FLAGS = frozenset({"nan", "inf", "all_zero", "constant", "dead_units", "outliers", "empty"})
+
 MARKS = {"ok": "✓", "missing": "✗", "unexpected": "+", "shape_mismatch": "≠", "transposed": "⇄",
          "dtype_mismatch": "~", "renamed": "→", "non_finite": "!", "folded": "⊕"}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipywidgets as w
 
 from ..render import badges_html, esc, fmt_float, fmt_shape
-from ._base import Canvas
+from ._base import Canvas, side_by_side, small_labels
 
 
 class CompareView:
@@ -56,14 +56,8 @@ class CompareView:
                               f"{esc(self.report.b)}: {' · '.join(bits)}</div>")
 
         def draw(fig):
-            axs = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2], "left": 0.1,
-                                                  "right": 0.985, "bottom": 0.2, "top": 0.86,
-                                                  "wspace": 0.3})
+            axs = side_by_side(fig)
             plots.diff_hist(self.report, name, bins=self.bins, ax=axs)
-            for ax in axs:
-                ax.tick_params(labelsize=7.5)
-                ax.title.set_size(8.5)
-                ax.xaxis.label.set_size(8)
-                ax.yaxis.label.set_size(8)
+            small_labels(axs)
         self.canvas.render(("diff", name), draw)
         self.shown = name

@@ -21,7 +21,7 @@ from ..render import COLOURS, View, badges_html, esc, fmt_bytes, fmt_shape
 from ._structure import StructureView
 from ._base import Canvas, error_box, guarded, pin_text, short, style_tag
 from ._background import Background
-from ._card import MARKS, header_html, legend_html, status_line, tensor_card
+from ._card import MARKS, SHORT_FLAGS, WARN_FLAGS, header_html, legend_html, status_line, tensor_card
 
 #: Scan every tensor when the browser opens if the checkpoint holds at most this many bytes.
 EAGER_BYTES = 32 << 20
@@ -30,12 +30,6 @@ EAGER_BYTES = 32 << 20
 #: cached yet is scanned on a background thread: its card shows the header at once, the
 #: statistics and plots when the scan ends (``browser.wait()`` waits for it).
 BACKGROUND_BYTES = 16 << 20
-
-#: Flags that colour a list row (the others, like ``integer``, are shown but not coloured).
-# the list's flag column is narrow: long flag names get a short form (the card spells them out)
-SHORT_FLAGS = {"single_value": "one", "all_zero": "zero", "constant": "const", "dead_units": "dead",
-               "outliers": "outl", "integer": "int", "complex": "cplx", "low_precision": "lowp"}
-WARN_FLAGS = frozenset({"nan", "inf", "all_zero", "constant", "dead_units", "outliers", "empty"})
 
 
 def _leaf(name: str) -> str:
@@ -46,7 +40,8 @@ class LayerBrowser(w.VBox):
     """Browse a checkpoint layer by layer.
 
     Programmatic use: ``select(name)``, ``selected``, ``tensor_list`` (the Select), ``filter.value = "conv"``,
-    ``log_toggle.value`` / ``clip_toggle.value``; what is shown: ``card.value`` (HTML),
+    ``log_toggle.value`` / ``clip_toggle.value``; ``compare`` / ``adapter`` (their views, when
+    asked for: ``adapter.caption``, ``adapter.shown``); what is shown: ``card.value`` (HTML),
     ``last_figure`` (the histogram Figure as last drawn), ``structure`` (the heatmap or
     kernel grid: ``.kind`` 'heatmap' / 'kernel_grid' / None, ``.image`` the PNG widget,
     ``.caption`` its HTML), ``shown_panels`` (tensor names drawn as histograms), ``last_error``.
@@ -58,7 +53,7 @@ class LayerBrowser(w.VBox):
     large ones on a background thread (``scanning``, ``wait()``).
     """
 
-    def __init__(self, source, *, model=None, compare=None, bins: int = 100,
+    def __init__(self, source, *, model=None, compare=None, adapter=None, bins: int = 100,
                  eager: bool | None = None, rows: int = 20, cache: int = 32):
         from ..statistics.sources import as_checkpoint
         self.ckpt: Checkpoint = as_checkpoint(source)
@@ -90,12 +85,17 @@ class LayerBrowser(w.VBox):
                 elif row.status in ("missing", "folded"):
                     self.missing.append(row.name)
 
-        self.compare = None                  # a CompareView when compare= is given
+        self.compare = self.adapter = None   # a CompareView / AdapterView when asked for
         if compare is not None:
             from ._compare import CompareView
             self.compare = CompareView(self.ckpt, compare, bins=self.bins, cache_size=cache)
+        if adapter is not None:
+            from ._adapter import AdapterView
+            self.adapter = AdapterView(self.ckpt, adapter, cache_size=cache)
+        self._views = [v for v in (self.compare, self.adapter) if v is not None]
         self._cls = "wv-lb-" + uuid.uuid4().hex[:10]
-        self.header = w.HTML(style_tag() + self._header_html())
+        self.header = w.HTML(style_tag() + header_html(self.ckpt, self._common_dtype, self.report,
+                                                       self.compare))
         self.filter = w.Text(placeholder="filter: name, shape, dtype, flag or status",
                              continuous_update=True, layout=w.Layout(width="100%"))
         n_items = len(self.names) + len(self.missing)
@@ -120,9 +120,7 @@ class LayerBrowser(w.VBox):
                                       margin="0 10px 0 0"))
         left.add_class("wv-list")
         right = w.VBox([self.error, self.card, w.HBox([self.log_toggle, self.clip_toggle]),
-                        self.hist_canvas.image]
-                       + ([self.compare.box] if self.compare is not None else [])
-                       + [self.structure.box],
+                        self.hist_canvas.image] + [v.box for v in self._views] + [self.structure.box],
                        layout=w.Layout(flex="1 1 0%", min_width="0", max_width="600px",
                                        overflow="hidden"))
         super().__init__([self.header, w.HBox([left, right], layout=w.Layout(width="100%"))])
@@ -204,7 +202,7 @@ class LayerBrowser(w.VBox):
     def _label(self, name: str, width: int, shape_width: int, flag_width: int) -> str:
         pad = f"{'':{flag_width}} " if flag_width else ""
         if name in self.missing:
-            gap = "   " if self.compare is not None else " "
+            gap = " " + "  " * len(self._views)
             return f"{MARKS['missing']}{gap}{pad}{name.ljust(width)}  (missing)"
         e = self.ckpt[name]
         mark = MARKS.get(self.status.get(name), "•") if self.report is not None else "•"
@@ -212,15 +210,18 @@ class LayerBrowser(w.VBox):
         dtype = "" if e.dtype == self._common_dtype else f" {e.dtype}"   # only the odd ones out
         if self.compare is not None:         # a narrow column: Δ where the other side differs
             mark += " Δ" if self.compare.status(name) not in (None, "same") else "  "
+        if self.adapter is not None:         # and ◆ where the adapter changes the tensor
+            mark += " ◆" if name in self.adapter._rows else "  "
         return f"{mark} {flags}{name.ljust(width)} {fmt_shape(e.shape):>{shape_width}}{dtype}"
 
     def _matches(self, key, label: str, term: str) -> bool:
         status = "missing" if key[0] == "model" else self.status.get(key[1], "")
         s = self._stats.get(key[1]) if key[0] == "ckpt" else None
-        moved = self.compare.status(key[1]) if self.compare is not None else None
+        moved = [v.status(key[1]) or "" for v in self._views]
         return (term in label.lower() or (bool(status) and term in status)
                 or (s is not None and any(term in f for f in s.flags))
-                or (moved is not None and term in moved))
+                or any(term in m for m in moved) or (term == "adapted" and self.adapter is not None
+                                                     and key[1] in self.adapter._rows))
 
     def _refill(self) -> None:
         everything = [("ckpt", n) for n in self.names] + [("model", n) for n in self.missing]
@@ -258,9 +259,6 @@ class LayerBrowser(w.VBox):
     def _legend_html(self) -> str:
         return legend_html(self.report, self.status, self.missing, self.eager, self.compare)
 
-    def _header_html(self) -> str:
-        return header_html(self.ckpt, self._common_dtype, self.report, self.compare)
-
     # -- callbacks ------------------------------------------------------------------
     @guarded("filter the list")
     def _on_filter(self, change) -> None:
@@ -289,8 +287,8 @@ class LayerBrowser(w.VBox):
         s = self.tensor_stats(name)
         self.card.value = self._card_html(name, s)
         self._draw_hist(name)
-        if self.compare is not None:
-            self.compare.show(name)
+        for v in self._views:
+            v.show(name)
         if structure:
             self._draw_structure(name)
 
@@ -382,14 +380,15 @@ class LayerBrowser(w.VBox):
         self.card.value = View(name, summary).to_html() + f"<div>{badges_html('missing')}</div>"
         self.hist_canvas.hide()
         self.structure.hide()
-        if self.compare is not None:
-            self.compare.show(name)
+        for v in self._views:
+            v.show(name)
         self.shown_panels = []
 
 
 def browse(source, *, model=None, **options) -> LayerBrowser:
     """A :class:`LayerBrowser` over ``source`` (path, Checkpoint, state dict or nn.Module),
-    coloured by match status when ``model`` is given."""
+    coloured by match status when ``model`` is given; ``compare=`` another checkpoint shows the
+    diff, ``adapter=`` a LoRA adapter of ``source`` marks and explains the modules it changes."""
     if isinstance(source, LayerBrowser):
         raise WeightvizError(message("browse() got a LayerBrowser", expected="a path, a Checkpoint, "
                                      "a state dict or a torch.nn.Module"))
