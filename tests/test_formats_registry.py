@@ -107,8 +107,10 @@ def test_registry_order_and_names():
 
 
 def test_missing_reader_module_is_skipped(monkeypatch, model_files):
-    monkeypatch.setattr(formats, "READERS", (formats.Reader("keras-h5", "no_such_module", ("hdf5",)),)
-                        + formats.READERS[1:])
+    from weightviz.formats import detection, registry
+    readers = (registry.Reader("keras-h5", "no_such_module", ("hdf5",)),) + registry.READERS[1:]
+    monkeypatch.setattr(registry, "READERS", readers)      # the table the readers are found in
+    monkeypatch.setattr(detection, "READERS", readers)     # and the one the detection walks
     path, _ = model_files["h5"]
     assert wv.open(path).format == "hdf5"
     with pytest.raises(UnknownFormatError, match="not available"):

@@ -1,86 +1,24 @@
-"""Readers, one per format, behind one front door: :func:`open_checkpoint`.
+"""The front door: :func:`open_checkpoint`, one straight pass from a path or URL to a Checkpoint.
+
+1. **byte source** (:mod:`.source`): a local path, or a URL whose bytes come by ranged reads;
+2. **detection** (:mod:`.detection`): the one module that decides which reader gets the bytes,
+   or which refusal they get (a folder: which file or folder reader);
+3. **reader** (:mod:`.registry` names them): ``read(path, **options) -> Checkpoint`` from the
+   headers, tensor data when asked.
 
 Each reader module exposes ``sniff(head: bytes, path) -> bool`` and
-``read(path, **options) -> Checkpoint`` (a module serving two formats names
-its functions in :data:`READERS`). The registry tries content first (magic
-bytes), the extension second; ``format=`` picks a reader by name.
-
-Reader modules are imported lazily by name, so a missing or broken module
-never stops the others, and opening a safetensors/NumPy/HDF5 file never
-imports torch. Order matters: the Keras HDF5 reader gets the first chance at
-HDF5 files (it decides by root attributes / groups) and the plain HDF5 tree
-reader is the fallback; ``.keras`` zips go to the Keras reader before the npz
-and torch readers look at a zip (npz first: its test is cheaper, and a zip of
-``.npy`` members without ``data.pkl`` is never a torch file); ``*.safetensors.index.json`` and then a
-Keras sharded-weights index (a ``weight_map`` of ``/.../vars`` groups) are claimed before other JSON
-goes to the Keras JSON reader.
+``read(path, **options) -> Checkpoint`` (a module serving two formats names its functions in
+:data:`READERS`); ``format=`` picks a reader by name and skips detection.
 """
 from __future__ import annotations
 
-import importlib
 import os
-from typing import NamedTuple
 
-from ..errors import CorruptFileError, UnknownFormatError, WeightvizError, capped, message
-from . import _foreign
+from ..errors import CorruptFileError, UnknownFormatError, WeightvizError, message
 from . import source as _source
-from . import sniff as _sniff
-
-
-class Reader(NamedTuple):
-    format: str          # the name users pass as format=
-    module: str          # module under weightviz.formats
-    families: tuple      # byte families (sniff.family) it may claim: only those readers are imported
-    sniff: str = "sniff"
-    read: str = "read"
-
-
-READERS: tuple[Reader, ...] = (
-    Reader("keras-h5", "keras_h5", ("hdf5",)),
-    Reader("hdf5", "hdf5_file", ("hdf5",)),
-    Reader("keras", "keras_zip", ("zip",)),
-    Reader("numpy", "numpy_file", ("npy", "zip")),
-    Reader("torchscript", "torch_file", ("zip",), "sniff_torchscript", "read_torchscript"),
-    Reader("torch", "torch_file", ("zip", "torch-legacy")),
-    Reader("safetensors", "safetensors_file", ("safetensors", "json")),
-    Reader("torch-sharded", "torch_sharded", ("json",)),
-    Reader("keras-sharded", "keras_sharded", ("json",)),
-    Reader("keras-json", "keras_json", ("json",)),
-    Reader("gguf", "gguf_file", ("gguf",)),
-    Reader("onnx", "onnx_file", ("onnx",)),
-)
-FORMATS = tuple(r.format for r in READERS)
-
-# extension -> reader tried when no content sniffer claims the file (second chance)
-EXTENSIONS = {
-    ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".tar": "torch",
-    ".safetensors": "safetensors", ".npy": "numpy", ".npz": "numpy",
-    ".h5": "hdf5", ".hdf5": "hdf5", ".keras": "keras", ".json": "keras-json",
-    ".weights.json": "keras-sharded", ".gguf": "gguf", ".onnx": "onnx",
-}
-
-
-def _module(reader: Reader):
-    try:
-        return importlib.import_module(f"{__name__}.{reader.module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__name__}.{reader.module}":
-            return None          # that reader is not written (yet): skip it
-        raise
-
-
-def available_formats() -> list[str]:
-    """Format names whose reader module can be imported."""
-    return [r.format for r in READERS if _module(r) is not None]
-
-
-def _reader_by_name(name: str) -> Reader:
-    for r in READERS:
-        if r.format == name:
-            return r
-    raise UnknownFormatError(message(
-        f"unknown format name {name!r}", expected="one of " + ", ".join(FORMATS),
-        fix="pass one of those names as format=, or leave format=None to detect it", got=repr(name)))
+from .detection import detect, route_directory
+from .registry import (EXTENSIONS, FORMATS, READERS, Reader, available_formats,  # noqa: F401
+                       module as _module, reader_by_name as _reader_by_name)
 
 
 def _call_read(reader: Reader, path: str, options: dict):
@@ -107,75 +45,11 @@ def _call_read(reader: Reader, path: str, options: dict):
             got=f"{type(exc).__name__}: {str(exc)[:300]}")) from exc
 
 
-def detect(path: str) -> str:
-    """The format name the registry would use for ``path``: the first reader whose sniffer
-    claims the bytes; else the reader the extension names (it then reports, as a
-    CorruptFileError or UnknownFormatError, what is wrong with the bytes); else an
-    UnknownFormatError listing what was looked for and the first bytes."""
-    size = _source.size(path)
-    head = _sniff.read_head(path)
-    if (found := _foreign.early(head)) is not None:
-        raise _foreign.refusal(found, path, "first bytes " + _sniff.first_bytes(head))
-    _sniff.diagnose(head, path, size)
-    family = _sniff.family(head, path, size)
-    for reader in READERS:
-        if family not in reader.families:
-            continue
-        mod = _module(reader)
-        if mod is None:
-            continue
-        try:
-            hit = getattr(mod, reader.sniff)(head, path)
-        except WeightvizError:
-            raise
-        except Exception:        # a sniffer choking on odd bytes just means "not mine"
-            hit = False
-        if hit:
-            return reader.format
-    ext = _extension(path)
-    found = _foreign.by_name(path) or (None if ext in EXTENSIONS else _foreign.by_content(head))
-    if found is not None:
-        raise _foreign.refusal(found, path, "first bytes " + _sniff.first_bytes(head))
-    if ext in EXTENSIONS and _module(_reader_by_name(EXTENSIONS[ext])) is not None:
-        # extension second: the reader the name points to explains what is wrong with the bytes
-        return EXTENSIONS[ext]
-    raise _sniff.unknown(head, path)
-
-
-def _extension(path: str) -> str:
-    name = os.path.basename(path).lower()
-    if name.endswith(".weights.h5"):
-        return ".h5"
-    if name.endswith(".weights.json"):
-        return ".weights.json"
-    return os.path.splitext(name)[1]
-
-
 def _open_directory(path: str, options: dict):
-    names = sorted(os.listdir(path))
-    from .dcp_folder import folder_reader        # training checkpoints: DCP, DeepSpeed ZeRO
-    if (found := folder_reader(path, names)) is not None:
-        return _call_read(Reader(*found), path, options)
-    if {"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"} & set(names):
-        from .adapter_file import weights_file     # a PEFT adapter folder: its weights, config beside
-        return open_checkpoint(weights_file(path, names), **options)
-    index = [n for n in names if n.endswith((".safetensors.index.json", ".bin.index.json",
-                                              ".pt.index.json", ".pth.index.json"))]
-    single = [n for n in names if n.endswith(".safetensors")]
-    keras_index = [n for n in names if n.endswith(".weights.json")]
-    if len(index) == 1:
-        return open_checkpoint(os.path.join(path, index[0]), **options)
-    if not index and len(single) == 1:
-        return open_checkpoint(os.path.join(path, single[0]), **options)
-    if not index and not single and len(keras_index) == 1:
-        return open_checkpoint(os.path.join(path, keras_index[0]), **options)
-    if (found := _foreign.in_directory(path, names)) is not None:
-        raise _foreign.refusal(found, path, "a directory holding " + capped(names))
-    raise UnknownFormatError(message(
-        f"{os.path.basename(os.path.normpath(path))} is a directory",
-        expected="a weight file, or a directory holding exactly one *.safetensors.index.json, *.safetensors "
-                 "or Keras *.weights.json",
-        fix="pass the weight file inside it", got=capped(names) or "an empty directory"))
+    reader, target = route_directory(path)
+    if reader is not None:
+        return _call_read(reader, target, options)
+    return open_checkpoint(target, **options)
 
 
 def open_checkpoint(path, *, format: str | None = None, storage_options: dict | None = None,
