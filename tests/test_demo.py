@@ -16,7 +16,8 @@ from weightviz import demo
 from weightviz.errors import WeightvizError
 
 EXPECTED_FILES = [
-    "cnn.onnx", "cnn.pth", "cnn.safetensors", "cnn_finetuned.pth", "cnn_lora", "cnn_lora_merged_bf16.safetensors",
+    "cnn.onnx", "cnn.pth", "cnn.safetensors", "cnn_dcp_step1", "cnn_dcp_step2",   # DCP: notebook 11
+    "cnn_finetuned.pth", "cnn_lora", "cnn_lora_merged_bf16.safetensors",
     "cnn_lora_r8", "cnn_lora_zero3", "cnn_mismatched.pth", "cnn_q4_0.gguf", "cnn_q8_0.gguf", "cnn_sharded",
     "cnn_training.pth",
     "keras2_model.h5", "keras2_model.json", "keras2_model_weights.h5", "keras2_predictions.npz",
@@ -45,7 +46,7 @@ def test_files_are_shipped_and_small():
     sizes = {f: size(demo.path(f)) for f in demo.files()}
     assert all(s > 0 for s in sizes.values())
     assert max(sizes.values()) < 300_000
-    assert sum(sizes.values()) < 1_600_000
+    assert sum(sizes.values()) < 1_700_000        # + two DCP folders of ~90 KB (notebook 11)
     assert os.path.isabs(demo.path("mlp.pth"))
 
 
@@ -60,7 +61,8 @@ def test_unknown_file_is_a_weightviz_error():
 
 def test_manifest_lists_every_file():
     m = demo.manifest()
-    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "onnx", "adapter", "keras3", "keras2", "sharded")
+    listed = {f for part in ("mlp", "cnn", "finetune", "gguf", "onnx", "adapter", "keras3", "keras2", "sharded",
+                             "dcp")
               for f in m[part]["files"]}
     assert listed | {"manifest.json"} == set(EXPECTED_FILES)
     assert m["data"]["classes"] == list(demo.CLASS_NAMES)
