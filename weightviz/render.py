@@ -127,6 +127,31 @@ class View:
         return self.to_html()
 
 
+class Rendered:
+    """A result that displays itself from one View: ``view()`` gives it, ``__repr__`` is its
+    text, ``_repr_html_`` its HTML, ``to_json()`` dumps ``to_dict()``."""
+
+    def view(self) -> View:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    def to_json(self, **kwargs) -> str:
+        import json
+        kwargs.setdefault("indent", 2)
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __repr__(self) -> str:
+        return self.view().to_text()
+
+    def __str__(self) -> str:
+        return self.view().to_text()
+
+    def _repr_html_(self) -> str:
+        return self.view().to_html()
+
+
 def esc(s: object) -> str:
     return html.escape(str(s), quote=True)
 

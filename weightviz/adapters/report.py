@@ -14,7 +14,6 @@ that a merge in that dtype rounds away (the merged weight equals the base weight
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -61,7 +60,7 @@ class AdapterRow:
                 "suggestion": self.suggestion}
 
 
-class AdapterReport:
+class AdapterReport(render.Rendered):
     """Iterate for the rows; ``verdict`` is the one-line answer, ``fits`` whether the adapter
     loads onto this base as it is, ``counts()`` rows per status, ``unmatched_targets`` the
     config's targets that match no base module, ``rename_map()`` a proposed prefix mapping."""
@@ -114,20 +113,8 @@ class AdapterReport:
                 "rename_map": self.rename_map(), "notes": self.notes,
                 "rows": [r.to_dict() for r in self.rows]}
 
-    def to_json(self, **kwargs) -> str:
-        kwargs.setdefault("indent", 2)
-        return json.dumps(self.to_dict(), **kwargs)
-
     def view(self) -> render.View:
         return report_view(self)
-
-    def __repr__(self) -> str:
-        return self.view().to_text()
-
-    __str__ = __repr__
-
-    def _repr_html_(self) -> str:
-        return self.view().to_html()
 
 
 # ---------------------------------------------------------------- the verdict
@@ -180,7 +167,7 @@ def verdict(rep: AdapterReport) -> str:
     if not rows:
         return "the adapter holds no adapted modules"
     if not bad:
-        head = (f"the 1 adapted module fits" if len(adapted) == 1
+        head = ("the 1 adapted module fits" if len(adapted) == 1
                 else f"all {len(adapted)} adapted modules fit")
         if saved:
             head = head.replace(" fit", f" and {_n(len(saved), 'saved module')} fit", 1)

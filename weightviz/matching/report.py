@@ -5,7 +5,6 @@ displays it (text and HTML from :mod:`weightviz.render`, ``to_dict``/``to_json``
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -76,7 +75,7 @@ class Row:
         }
 
 
-class Report:
+class Report(render.Rendered):
     """Checkpoint versus model, one row per tensor name on either side.
 
     Iterate it for the rows; ``verdict`` is the one-line answer, ``counts`` the
@@ -164,21 +163,9 @@ class Report:
             d["loaded"], d["untouched"] = self.loaded, self.untouched
         return d
 
-    def to_json(self, **kwargs) -> str:
-        kwargs.setdefault("indent", 2)
-        return json.dumps(self.to_dict(), **kwargs)
-
     # -- display ----------------------------------------------------------------------
     def view(self) -> render.View:
         return report_view(self)
-
-    def __repr__(self) -> str:
-        return self.view().to_text()
-
-    __str__ = __repr__
-
-    def _repr_html_(self) -> str:
-        return self.view().to_html()
 
 
 # -- verdict --------------------------------------------------------------------------
