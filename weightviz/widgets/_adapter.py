@@ -29,9 +29,14 @@ class AdapterView:
         self._rows = {}                       # base tensor name -> the adapter's row
         for work in self.plan.lora:
             self._rows[work.weight] = work.row
+        for row in self.plan.rows:            # rows that do not land: empty, shapes, ranks
+            for name in (f"{row.base}.weight", row.base) if row.base else ():
+                if name in base and name not in self._rows:
+                    self._rows[name] = row
+                    break
         for name in self.plan.saved:          # modules_to_save: replaced whole
             self._rows.setdefault(name, None)
-        self._by_module = {r.module: r for r in self.report}
+        self._by_module = {r.module: r for r in self.report}   # with the check's numbers
         self.base, self.adapter = base, self.plan.adapter
         self.bins = int(bins)
         self.verdict = w.HTML(f"<div style='font-size:12px;margin:6px 0 2px'>adapter: "

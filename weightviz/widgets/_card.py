@@ -31,8 +31,11 @@ def header_html(c, common_dtype, report, compare) -> str:
     return f"<div class='wv-title' style='margin-bottom:6px'>{head}</div>"
 
 
-def legend_html(report, status: dict, missing: list, eager: bool, compare) -> str:
+def legend_html(report, status: dict, missing: list, eager: bool, compare, adapter=None) -> str:
     """What the list's marks and colours mean."""
+    if adapter is not None:
+        return (legend_html(report, status, missing, eager, compare)[:-len("</div>")]
+                + " · ◆ changed by the adapter (filter: adapted)</div>")
     if compare is not None:
         return ("<div style='font-size:11px;color:#57606a'>Δ differs from "
                 f"{esc(compare.report.b)} (filter: changed, shape_differs, only_a); "

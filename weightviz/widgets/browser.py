@@ -257,7 +257,7 @@ class LayerBrowser(w.VBox):
         self.list_style.value = f"<style>{''.join(rules)}</style>" + self._legend_html()
 
     def _legend_html(self) -> str:
-        return legend_html(self.report, self.status, self.missing, self.eager, self.compare)
+        return legend_html(self.report, self.status, self.missing, self.eager, self.compare, self.adapter)
 
     # -- callbacks ------------------------------------------------------------------
     @guarded("filter the list")
