@@ -101,7 +101,10 @@ def test_detect_by_content_not_extension(model_files, tmp_path, label, fmt):
 def test_registry_order_and_names():
     names = [r.format for r in formats.READERS]
     assert names == ["keras-h5", "hdf5", "keras", "numpy", "torchscript", "torch", "safetensors",
-                     "torch-sharded", "keras-sharded", "keras-json", "gguf", "onnx"]
+                     "torch-sharded", "keras-sharded", "keras-json", "gguf", "onnx",
+                     "dcp", "dcp-safetensors", "deepspeed"]
+    folders = [r for r in formats.READERS if not r.families]   # never sniffed on a file's bytes
+    assert [r.format for r in folders] == ["dcp", "dcp-safetensors", "deepspeed"]
     assert names.index("keras-h5") < names.index("hdf5")
     assert {"torch", "torchscript", "safetensors", "numpy", "hdf5"} <= set(formats.available_formats())
 
@@ -121,6 +124,48 @@ def test_directory_without_weights(tmp_path):
     (tmp_path / "readme.txt").write_text("hi")
     with pytest.raises(UnknownFormatError, match="directory"):
         wv.open(tmp_path)
+
+
+DEMO = os.path.join(os.path.dirname(wv.__file__), "demo", "data")
+DEEPSPEED = os.path.join(os.path.dirname(__file__), "fixtures", "deepspeed", "zero1", "checkpoint")
+
+
+def test_folder_readers_by_name():
+    """format= names the folder readers; detection gives the same names for their folders, and
+    the routing takes the registry's rows (dcp_folder.folder_reader)."""
+    from weightviz.formats import detection, registry
+    from weightviz.formats.dcp_folder import folder_reader
+    dcp = os.path.join(DEMO, "cnn_dcp_step1")
+    assert formats.detect(dcp) == "dcp" and formats.detect(DEEPSPEED) == "deepspeed"
+    assert folder_reader(dcp, os.listdir(dcp)) is registry.reader_by_name("dcp")
+    assert detection.route_directory(DEEPSPEED)[0] is registry.reader_by_name("deepspeed")
+    auto = wv.open(dcp)
+    for path in (dcp, os.path.join(dcp, ".metadata")):
+        ck = wv.open(path, format="dcp")
+        assert ck.format == "dcp" and list(ck) == list(auto)
+    assert wv.open(DEEPSPEED, format="deepspeed").format == "deepspeed-zero1"
+
+
+@pytest.mark.parametrize("path,fmt,words", [
+    ("deepspeed", "dcp", r"not a torch.distributed.checkpoint folder.*it is a 'deepspeed'.*format='deepspeed'"),
+    ("cnn_dcp_step1", "deepspeed", r"not a DeepSpeed ZeRO.*it is a 'dcp'.*format='dcp'"),
+    ("cnn_dcp_step1", "dcp-safetensors", r"it is a 'dcp' checkpoint"),
+    ("cnn_lora", "dcp", r"cnn_lora is not a torch.distributed.checkpoint folder.*adapter_config.json"),
+    ("cnn.pth", "dcp", r"cnn.pth is a file, not a local folder: format='dcp'"),
+    ("cnn.safetensors", "deepspeed", r"is a file, not a local folder: format='deepspeed'"),
+])
+def test_the_wrong_folder_reader_is_a_clear_error(path, fmt, words):
+    path = DEEPSPEED if path == "deepspeed" else os.path.join(DEMO, path)
+    with pytest.raises(UnknownFormatError, match=words):
+        wv.open(path, format=fmt)
+
+
+def test_a_file_reader_on_a_folder_is_a_clear_error():
+    with pytest.raises(UnknownFormatError, match=r"cnn_dcp_step1 is a folder: format='torch' reads "
+                                                 r"one file\. Pass format='dcp'"):
+        wv.open(os.path.join(DEMO, "cnn_dcp_step1"), format="torch")
+    with pytest.raises(UnknownFormatError, match="is a folder: format='safetensors'"):
+        wv.open(os.path.join(DEMO, "cnn_lora"), format="safetensors")
 
 
 # ---------------------------------------------------------------- bad bytes

@@ -98,6 +98,10 @@ CONTROL = textwrap.dedent("""
             stack.extend(x)
     # what keras func_load does with a Lambda's config
     types.FunctionType(marshal.loads(base64.b64decode(code)), globals())(1)
+    pickle.loads(open(d + '/dcp/ckpt/.metadata', 'rb').read())       # what dcp.load does
+    from tests.hostile import craft                  # DeepSpeed's torch.load, its classes stood in for
+    torch.load(d + '/ds/ckpt/global_step1/mp_rank_00_model_states.pt', weights_only=False,
+               pickle_module=craft.foreign_pickle(('deepspeed',)))
 """)
 
 
@@ -105,7 +109,7 @@ def test_payloads_are_real(tmp_path):
     """Positive control: under the *unsafe* loaders the same payloads do create the marker,
     so a missing marker in test_hostile_file proves weightviz ran nothing."""
     from tests.hostile import cases_code
-    dirs = {k: tmp_path / k for k in ("pt", "legacy", "npy", "inst", "chain", "lambda")}
+    dirs = {k: tmp_path / k for k in ("pt", "legacy", "npy", "inst", "chain", "lambda", "dcp", "ds")}
     for p in dirs.values():
         p.mkdir()
     cases_code.pt_zip(craft.exec_payload)(dirs["pt"])
@@ -116,6 +120,8 @@ def test_payloads_are_real(tmp_path):
     (dirs["chain"] / "data.pkl").write_bytes(
         pickle.dumps(craft.getattr_chain_payload(dirs["chain"] / craft.MARKER), protocol=2))
     cases_code.keras_json("lambda_top")(dirs["lambda"])
+    cases_code.dcp_metadata_payload(dirs["dcp"])
+    cases_code.deepspeed_model_states_payload(dirs["ds"])
     env = harness.child_env()
     env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
     proc = subprocess.run([sys.executable, "-c", CONTROL, str(tmp_path)], env=env, capture_output=True,

@@ -16,8 +16,11 @@
   3, one ``save_checkpoint`` each under ``zero1/``, ``zero2/`` (bf16), ``zero3/``.
 
 Each writes ``<kind>-expected.pt`` beside the checkpoint folder: the model's own full ``state_dict()`` after
-the step (``torch.save``), which the reader must reproduce exactly. Nothing is committed: the
-tests run this at session start (a few seconds per world of two processes).
+the step (``torch.save``), which the reader must reproduce exactly. The DCP kinds are not
+committed: tests/test_formats_dcp.py runs this at session start (a few seconds per world of
+two processes). The DeepSpeed folders are committed in tests/fixtures/deepspeed/, written
+through ``tools/make_deepspeed_fixtures.py`` (which runs the ``deepspeed`` kind), so that
+the tests need no DeepSpeed.
 """
 from __future__ import annotations
 
@@ -126,6 +129,9 @@ def _worker_dcp(kind: str, out: str) -> None:
 def _worker_deepspeed(out: str) -> None:
     import deepspeed
     import torch.distributed as dist
+    # the padding of ZeRO partitions is never initialised: filled with NaN (torch's deterministic
+    # mode) it is the same bytes on every run, and a reader that kept it would show NaN
+    torch.use_deterministic_algorithms(True, warn_only=True)
     deepspeed.init_distributed(dist_backend="gloo")
     for stage in (1, 2, 3):
         torch.manual_seed(0)

@@ -13,6 +13,8 @@ from . import craft
 from .catalog import Case, Either, Ok, Refuse
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "keras_io"
+DEEPSPEED = Path(__file__).resolve().parent.parent / "fixtures" / "deepspeed"
+DCP_DEMO = Path(__file__).resolve().parents[2] / "weightviz" / "demo" / "data" / "cnn_dcp_step1"
 UNSAFE = Refuse("UnsafeCheckpointError", r"exec|system|getattr|__import__|call|run code")
 PICKLE = Refuse(("UnknownFormatError", "UnsafeCheckpointError"), r"pickle|run code|exec")
 
@@ -110,6 +112,24 @@ def npz_member(d):
     arr = np.empty(1, dtype=object)
     arr[0] = craft.exec_payload(_m(d))
     np.savez(d / "weights.npz", w=np.ones(3, dtype=np.float32), evil=arr)
+
+
+# ------------------------------------------------------------------ training-checkpoint folders
+def dcp_metadata_payload(d):
+    """A real DCP folder (the demo's) whose ``.metadata``, otherwise intact, rebuilds its
+    ``storage_meta`` by calling os.system: torch's DCP loader would run it."""
+    shutil.copytree(DCP_DEMO, d / "ckpt")
+    md = pickle.loads((d / "ckpt" / ".metadata").read_bytes())     # our own: torch's classes
+    md.storage_meta = craft.system_payload(_m(d))
+    (d / "ckpt" / ".metadata").write_bytes(pickle.dumps(md, protocol=2))
+
+
+def deepspeed_model_states_payload(d):
+    """A DeepSpeed ZeRO-1 folder written by DeepSpeed (tests/fixtures/deepspeed) whose
+    ``mp_rank_00_model_states.pt`` pickles an os.system call as its ``lr_scheduler``."""
+    shutil.copytree(DEEPSPEED / "zero1" / "checkpoint", d / "ckpt")
+    craft.resave_torch(d / "ckpt" / "global_step1" / "mp_rank_00_model_states.pt",
+                       lambda sd: sd.__setitem__("lr_scheduler", craft.system_payload(_m(d))))
 
 
 # ------------------------------------------------------------------ Keras configs
@@ -265,4 +285,8 @@ CASES: list[Case] = [
          Refuse("CorruptFileError", r"header")),
     Case("npz_member_object_reduce", "payload", "weights.npz", npz_member,
          Refuse("UnsafeCheckpointError", r"exec|pickle|object")),
+    Case("dcp_folder_metadata_os_system", "payload", "ckpt", dcp_metadata_payload,
+         Refuse("UnsafeCheckpointError", r"system")),
+    Case("deepspeed_folder_model_states_reduce", "payload", "ckpt", deepspeed_model_states_payload,
+         Refuse("UnsafeCheckpointError", r"system")),
 ] + _keras_cases()

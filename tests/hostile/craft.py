@@ -217,3 +217,60 @@ def rewrite_zip(src: Path, dst: Path, replace: dict[str, bytes]) -> None:
         for info in zi.infolist():
             data = replace.get(info.filename, None)
             zo.writestr(info, zi.read(info) if data is None else data, compress_type=info.compress_type)
+
+
+# ------------------------------------------------------------------ torch.save files of other packages
+class Foreign:
+    """Stand-in for a class of a package that is not imported (DeepSpeed's ``ZeroStageEnum``,
+    ``fragment_address``, loss scalers): keeps the arguments and state it was rebuilt with and
+    pickles back as the same global, so a file can be edited without that package."""
+    where = ("", "")
+
+    def __new__(cls, *args, **kwargs):
+        self = object.__new__(cls)
+        self.args = args
+        return self
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __reduce__(self):
+        return (type(self), self.args) + ((self.state,) if hasattr(self, "state") else ())
+
+
+def foreign_pickle(packages: tuple[str, ...]):
+    """A pickle module for torch.load / torch.save that maps the globals of ``packages`` to
+    :class:`Foreign` subclasses and writes them back by name (the pure-Python pickler)."""
+    import types
+    classes: dict = {}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module.split(".")[0] in packages:
+                key = (module, name)
+                classes.setdefault(key, type(name, (Foreign,), {"where": key}))
+                return classes[key]
+            return super().find_class(module, name)
+
+    class Pickler(pickle._Pickler):
+        def save_global(self, obj, name=None):
+            if not (isinstance(obj, type) and issubclass(obj, Foreign)):
+                return super().save_global(obj, name)
+            self.write(pickle.GLOBAL + "{}\n{}\n".format(*obj.where).encode("utf-8"))
+            self.memoize(obj)
+
+    return types.SimpleNamespace(__name__="foreign_pickle", Unpickler=Unpickler, Pickler=Pickler,
+                                 load=pickle.load, dump=pickle.dump)
+
+
+def resave_torch(path: Path, change, packages: tuple[str, ...] = ("deepspeed",)) -> None:
+    """Load a torch.save file whose pickle names classes of ``packages`` (not imported: see
+    :class:`Foreign`), let ``change(obj)`` edit it in place, save it back in its place."""
+    import torch
+    mod = foreign_pickle(packages)
+    obj = torch.load(path, weights_only=False, pickle_module=mod)
+    change(obj)
+    torch.save(obj, path, pickle_module=mod)

@@ -16,7 +16,7 @@ import os
 
 from ..errors import CorruptFileError, UnknownFormatError, WeightvizError, message
 from . import source as _source
-from .detection import detect, route_directory
+from .detection import check_folder, detect, route_directory
 from .registry import (EXTENSIONS, FORMATS, READERS, Reader, available_formats,  # noqa: F401
                        module as _module, reader_by_name as _reader_by_name)
 
@@ -27,6 +27,7 @@ def _call_read(reader: Reader, path: str, options: dict):
         raise UnknownFormatError(message(
             f"the {reader.format!r} reader is not available in this installation",
             fix="update weightviz", got=f"missing module weightviz.formats.{reader.module}"))
+    check_folder(reader, path)             # format='dcp' / 'deepspeed': a folder of that kind
     try:
         return getattr(mod, reader.read)(path, **options)
     except WeightvizError:
@@ -58,8 +59,9 @@ def open_checkpoint(path, *, format: str | None = None, storage_options: dict | 
     """Open a weight file lazily and safely and return a :class:`~weightviz.checkpoint.Checkpoint`.
 
     ``format`` forces a reader: one of ``'torch', 'torchscript', 'safetensors', 'numpy',
-    'hdf5', 'keras-h5', 'keras', 'keras-sharded', 'keras-json', 'gguf', 'onnx'``. Without it the file's first bytes decide
-    (the extension only serves to word the error when nothing matches). Reader options
+    'hdf5', 'keras-h5', 'keras', 'keras-sharded', 'keras-json', 'gguf', 'onnx'``, or for a
+    training-checkpoint folder ``'dcp', 'dcp-safetensors', 'deepspeed'``. Without it the file's
+    first bytes decide (the extension only serves to word the error when nothing matches). Reader options
     (``**options``) are passed on to the chosen reader.
 
     ``path`` may be a URL (``https://``, ``s3://``, ``gs://``, ``hf://``, ``memory://`` ...): the

@@ -12,14 +12,15 @@ parameter at a time (``deepspeed/utils/zero_to_fp32.py`` loads every partition a
 from __future__ import annotations
 
 import os
+from functools import partial
 from math import ceil, prod
 
 import numpy as np
 
 from .. import dtypes
-from ..errors import CorruptFileError, UnsafeCheckpointError, capped, message
+from ..errors import CorruptFileError, capped, message
 from ._torch_span import array, read_span
-from ._unpickle import Recorded, RecordingUnpickler, TensorRecord
+from ._unpickle import Recorded, RecordingUnpickler, TensorRecord, record
 
 # DeepSpeed classes whose *call* in a checkpoint only builds data: recorded, never imported
 DATA_CLASSES = {
@@ -35,6 +36,8 @@ class _DataMeta(type):
 
 
 class _Unpickler(RecordingUnpickler):
+    REBUILDS = "tensors, containers and DeepSpeed's own data records"
+
     def _handler(self, module, name):
         full = f"{module}.{name}"
         if full in DATA_CLASSES:
@@ -42,26 +45,6 @@ class _Unpickler(RecordingUnpickler):
                 self._stubs[full] = _DataMeta(name, (Recorded,), {"_global": full, "_unpickler": self})
             return self._stubs[full]
         return super()._handler(module, name)
-
-
-def _record(data, what="file"):
-    import io
-    up = _Unpickler(io.BytesIO(data))
-    try:
-        obj = up.load()
-    except Exception:
-        if not up.calls:
-            raise
-        obj = None
-    if up.calls:
-        needs = list(dict.fromkeys(up.calls))
-        raise UnsafeCheckpointError(message(
-            f"{what} asks to call {capped(needs)} while loading, which would run code",
-            expected="a DeepSpeed checkpoint that only rebuilds tensors, containers and "
-                     "DeepSpeed's own data records",
-            fix="do not load this checkpoint with DeepSpeed unless you trust its source; "
-                "weightviz never runs it", got=f"globals named: {capped(up.globals)}"), needs=needs)
-    return obj, up
 
 
 def bad(path, what, *, tensor=None, got=None) -> CorruptFileError:
@@ -81,7 +64,8 @@ class States:
         size = os.path.getsize(path)
         fd = os.open(path, os.O_RDONLY)
         try:
-            self.obj, up, self.locs = read_span(fd, path, 0, size, recorder=_record)
+            self.obj, up, self.locs = read_span(fd, path, 0, size,
+                                                recorder=partial(record, unpickler=_Unpickler))
         finally:
             os.close(fd)
         self.classes = list(up.classes)

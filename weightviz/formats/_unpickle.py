@@ -162,6 +162,8 @@ def _torch_dtype(name: str) -> str:
 
 
 class RecordingUnpickler(pickle.Unpickler):
+    REBUILDS = "tensors and plain containers"     # what a pickle may build (refusal wording)
+
     def __init__(self, file, *, persistent=None):
         super().__init__(file)
         self.globals: list[str] = []           # every global named, in order, once
@@ -312,14 +314,16 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *rest):
     return TensorRecord(storage, storage_offset + view_offset, tuple(size), tuple(stride), dtype)
 
 
-def record(data, *, persistent=None, what="file") -> tuple[object, RecordingUnpickler]:
-    """Unpickle ``data`` (bytes or a binary stream) by recording only.
+def record(data, *, persistent=None, what="file",
+           unpickler: type[RecordingUnpickler] = RecordingUnpickler) -> tuple[object, RecordingUnpickler]:
+    """Unpickle ``data`` (bytes or a binary stream) by recording only, with ``unpickler`` (a
+    :class:`RecordingUnpickler` subclass may record a few more classes as data).
 
     Raises :class:`UnsafeCheckpointError` if the pickle asks to call anything but
     the known tensor/container rebuilders.
     """
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    up = RecordingUnpickler(stream, persistent=persistent)
+    up = unpickler(stream, persistent=persistent)
     try:
         obj = up.load()
     except Exception:
@@ -330,7 +334,7 @@ def record(data, *, persistent=None, what="file") -> tuple[object, RecordingUnpi
         needs = list(dict.fromkeys(up.calls))
         raise UnsafeCheckpointError(message(
             f"{what} asks to call {capped(needs)} while loading, which would run code",
-            expected="a pickle that only rebuilds tensors and plain containers",
+            expected=f"a pickle that only rebuilds {up.REBUILDS}",
             fix="do not load this file unless you trust its source; weightviz never runs it",
             got=f"globals named: {capped(up.globals)}"), needs=needs)
     return obj, up

@@ -44,21 +44,35 @@ def folder_of(path: str) -> str:
     return os.path.dirname(path) if os.path.basename(path) == ".metadata" else path
 
 
+def is_dcp_folder(names) -> bool:
+    return ".metadata" in names
+
+
 def is_hf_folder(names) -> bool:
     return any(HF_SHARD.match(n) for n in names)
 
 
-def folder_reader(path: str, names) -> tuple | None:
-    """(format, module, families, sniff, read) of the reader for a training-checkpoint folder
-    (the front door's ``Reader`` fields), or None: ``.metadata`` -> DCP; sharded
-    ``shard-*-model-*-of-*.safetensors`` -> HF-flavoured DCP; ``*model_states.pt`` (a
-    DeepSpeed ``global_step*`` folder), or a ``latest`` file naming such a folder -> DeepSpeed."""
-    if ".metadata" in names:
-        return ("dcp", "dcp_folder", (), "is_hf_folder", "read")
+def folder_reader(path: str, names):
+    """The registry's row (:class:`.registry.Reader`) of the reader for a training-checkpoint
+    folder, or None: ``.metadata`` -> ``dcp``; sharded ``shard-*-model-*-of-*.safetensors`` ->
+    ``dcp-safetensors``; ``*model_states.pt`` (a DeepSpeed ``global_step*`` folder), or a
+    ``latest`` file naming such a folder -> ``deepspeed``."""
+    from .registry import reader_by_name
+    fmt = _folder_format(path, names)
+    return None if fmt is None else reader_by_name(fmt)
+
+
+def _is_step_folder(names) -> bool:          # deepspeed_folder.is_step_folder, not imported here
+    return any(n.endswith("model_states.pt") for n in names)
+
+
+def _folder_format(path: str, names) -> str | None:
+    if is_dcp_folder(names):
+        return "dcp"
     if is_hf_folder(names) and not any(n.endswith(".safetensors.index.json") for n in names):
-        return ("dcp-safetensors", "dcp_folder", (), "is_hf_folder", "read_hf")
-    if any(n.endswith("model_states.pt") for n in names):
-        return ("deepspeed", "deepspeed_folder", (), "is_step_folder", "read")
+        return "dcp-safetensors"
+    if _is_step_folder(names):
+        return "deepspeed"
     if "latest" in names and os.path.isfile(os.path.join(path, "latest")):
         try:
             with open(os.path.join(path, "latest"), "rb") as f:
@@ -67,10 +81,10 @@ def folder_reader(path: str, names) -> tuple | None:
             return None
         step = os.path.join(path, tag)
         if tag and "/" not in tag and tag not in (".", "..") and os.path.isdir(step):
-            if any(n.endswith("model_states.pt") for n in os.listdir(step)):
-                return ("deepspeed", "deepspeed_folder", (), "is_step_folder", "read")
+            if _is_step_folder(os.listdir(step)):
+                return "deepspeed"
         elif not any(n.endswith((".safetensors", ".json", ".bin", ".pt", ".pth")) for n in names):
-            return ("deepspeed", "deepspeed_folder", (), "is_step_folder", "read")   # it explains
+            return "deepspeed"          # its reader explains what is wrong with ``latest``
     return None
 
 

@@ -30,7 +30,11 @@ def detect(path: str) -> str:
     """The format name the registry would use for ``path``: the first reader whose sniffer
     claims the bytes; else the reader the extension names (it then reports, as a
     CorruptFileError or UnknownFormatError, what is wrong with the bytes); else an
-    UnknownFormatError listing what was looked for and the first bytes."""
+    UnknownFormatError listing what was looked for and the first bytes. A local folder: the
+    folder reader's name (``dcp``, ``deepspeed``...), or that of the one file it opens."""
+    if not _source.is_remote(path) and os.path.isdir(path):
+        reader, target = route_directory(path)
+        return reader.format if reader is not None else detect(target)
     size = _source.size(path)
     head = _sniff.read_head(path)
     if (found := _foreign.early(head)) is not None:
@@ -78,11 +82,10 @@ def route_directory(path: str):
     """``(reader, path)`` for a folder: a folder reader (DCP, DeepSpeed) with the folder, or
     ``(None, file)`` for the one file inside it to open (a PEFT adapter's weights, one sharded
     index, one safetensors file, one Keras sharded index); else the refusal."""
-    from .registry import Reader
     names = sorted(os.listdir(path))
     from .dcp_folder import folder_reader        # training checkpoints: DCP, DeepSpeed ZeRO
     if (found := folder_reader(path, names)) is not None:
-        return Reader(*found), path
+        return found, path
     if {"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"} & set(names):
         from .adapter_file import weights_file     # a PEFT adapter folder: its weights, config beside
         return None, weights_file(path, names)
@@ -102,3 +105,43 @@ def route_directory(path: str):
         expected="a weight file, or a directory holding exactly one *.safetensors.index.json, *.safetensors "
                  "or Keras *.weights.json",
         fix="pass the weight file inside it", got=capped(names) or "an empty directory"))
+
+
+def check_folder(reader, path) -> None:
+    """``format=`` named a folder reader (:func:`.registry.is_folder_reader`): ``path`` must be a
+    local folder of that kind (a DCP folder may be named by its ``.metadata``); a file reader:
+    ``path`` must not be a folder. Else a refusal that says what the path is and which
+    ``format=`` fits it."""
+    from .dcp_folder import folder_reader
+    from .registry import is_folder_reader
+    if not is_folder_reader(reader):
+        if not _source.is_remote(path) and os.path.isdir(path):        # a file reader, a folder
+            found = folder_reader(path, sorted(os.listdir(path)))
+            raise UnknownFormatError(message(
+                f"{os.path.basename(os.path.normpath(path))} is a folder: format="
+                f"{reader.format!r} reads one file",
+                fix=f"pass format={found.format!r}" if found else
+                    "pass the weight file inside it, or leave format=None", got=str(path)))
+        return
+    kind = {"dcp": "torch.distributed.checkpoint folder (.metadata and *.distcp files)",
+            "dcp-safetensors": "folder of DCP shard-*-model-*-of-*.safetensors files",
+            "deepspeed": "DeepSpeed ZeRO global_step* folder (or the folder with its latest file)"}
+    want = kind.get(reader.format, f"{reader.format} folder")
+    where = os.path.basename(os.path.normpath(str(path)))
+    if reader.format == "dcp" and where == ".metadata" and not _source.is_remote(path):
+        path = os.path.dirname(os.path.abspath(path))
+    if _source.is_remote(path) or not os.path.isdir(path):
+        what = ("a remote object" if _source.is_remote(path)
+                else "a file" if os.path.exists(path) else "not there")
+        raise UnknownFormatError(message(
+            f"{where} is {what}, not a local folder: format={reader.format!r} reads a {want}",
+            fix="pass the checkpoint folder, or leave format=None to detect the file's format",
+            got=getattr(getattr(path, "source", None), "display", None) or str(path)))
+    names = sorted(os.listdir(path))
+    found = folder_reader(path, names)
+    if found is None or found.format != reader.format:
+        raise UnknownFormatError(message(
+            f"{where} is not a {want}" + (f"; it is a {found.format!r} checkpoint" if found else ""),
+            fix=f"pass format={found.format!r}" if found else "pass the checkpoint folder itself, "
+                "or leave format=None to detect what the folder holds",
+            got=capped(names) or "an empty directory"))

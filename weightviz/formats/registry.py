@@ -9,6 +9,11 @@ Keras reader before the npz and torch readers look at a zip (npz first: its test
 and a zip of ``.npy`` members without ``data.pkl`` is never a torch file);
 ``*.safetensors.index.json`` and then a Keras sharded-weights index (a ``weight_map`` of
 ``/.../vars`` groups) are claimed before other JSON goes to the Keras JSON reader.
+
+The folder readers (training checkpoints: DCP, DCP's sharded safetensors, DeepSpeed ZeRO) claim
+no byte family, so sniffing never tries them on a file's bytes; a folder is routed to them by
+:func:`.dcp_folder.folder_reader` (which returns their rows), or by ``format=``. Their
+``sniff`` names a test of the folder's file names.
 """
 from __future__ import annotations
 
@@ -41,6 +46,10 @@ READERS: tuple[Reader, ...] = (
     Reader("keras-json", "keras_json", ("json",)),
     Reader("gguf", "gguf_file", ("gguf",)),
     Reader("onnx", "onnx_file", ("onnx",)),
+    # folders: never sniffed on bytes (no family)
+    Reader("dcp", "dcp_folder", (), "is_dcp_folder"),
+    Reader("dcp-safetensors", "dcp_folder", (), "is_hf_folder", "read_hf"),
+    Reader("deepspeed", "deepspeed_folder", (), "is_step_folder"),
 )
 FORMATS = tuple(r.format for r in READERS)
 
@@ -60,6 +69,11 @@ def module(reader: Reader):
         if exc.name == f"{PACKAGE}.{reader.module}":
             return None          # that reader is not written (yet): skip it
         raise
+
+
+def is_folder_reader(reader: Reader) -> bool:
+    """A reader of a training-checkpoint folder (DCP, DeepSpeed): it claims no byte family."""
+    return not reader.families
 
 
 def available_formats() -> list[str]:
