@@ -26,6 +26,7 @@ FILES = {
     "cnn.safetensors": os.path.join(DEMO, "cnn.safetensors"),
     "mlp.safetensors": os.path.join(DEMO, "mlp.safetensors"),
     "cnn_sharded": os.path.join(DEMO, "cnn_sharded"),
+    "keras_sharded": os.path.join(FIXTURES, "keras_sharded"),
     **{n: os.path.join(DEMO, n) for n in (
         "cnn.pth", "cnn_training.pth", "mlp.pth", "mlp.npz", "keras2_predictions.npz", "mlp_weights.npy",
         "cnn_q8_0.gguf", "cnn_q4_0.gguf", "cnn.onnx", "keras_model.h5", "keras_model.weights.h5",
@@ -36,7 +37,7 @@ FILES = {
         ("onnx", "typed.onnx"), ("keras_io", "k3_model.keras"), ("keras_io", "k2_model.h5"))},
 }
 # every format weightviz reads, by URL (the ONNX external data rides along with its model)
-FORMATS = sorted(n for n in FILES if n not in ("cnn_sharded", "onnx/external.onnx.data"))
+FORMATS = sorted(n for n in FILES if n not in ("cnn_sharded", "keras_sharded", "onnx/external.onnx.data"))
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +68,8 @@ def _hostile(root):
                              "sub/" + shard, "..", "%2e%2e/cnn.safetensors", "C:x.safetensors"]):
         with open(root / "evil" / f"e{i}.safetensors.index.json", "w") as f:
             json.dump({"metadata": {}, "weight_map": {"a": shard, "b": bad}}, f)
+    with open(root / "evil" / "k.weights.json", "w") as f:      # a Keras sharded index
+        json.dump({"metadata": {}, "weight_map": {"/layers/dense/vars": "../x_00000.weights.h5"}}, f)
     data = open(FILES["cnn.safetensors"], "rb").read()
     with open(root / "truncated.safetensors", "wb") as f:
         f.write(data[: len(data) - 100])
@@ -119,6 +122,33 @@ def test_every_format_lists_and_reads_by_url_like_the_local_file(served, name):
             np.testing.assert_array_equal(a, b)
     cost = remote.metadata["remote"]
     assert cost["requests"] >= 1 and cost["bytes"] <= cost["size"]
+
+
+def test_keras_sharded_index_fetches_its_shards_whole_and_lists_like_the_local_one(served):
+    name = "keras_sharded/sharded.weights.json"
+    local = wv.open(os.path.join(served.root_path, name))
+    mark = served.mark()
+    remote = wv.open(served.url(name))
+    assert remote.format == local.format and remote.path == served.url(name)
+    assert_same(local, remote)
+    assert remote.metadata["shards"] == local.metadata["shards"] and len(local.metadata["shards"]) == 5
+    assert "read whole" in remote.metadata["read_whole"]
+    t = max(local, key=lambda k: np.prod(local[k].shape))
+    np.testing.assert_array_equal(local[t].numpy(), remote[t].numpy())
+    asked = {r[1] for r in served.since(mark)}
+    assert {f"/keras_sharded/sharded_0000{i}.weights.h5" for i in range(5)} <= asked
+    cost = remote.metadata["remote"]
+    assert cost["objects"] == 6 and cost["bytes"] == cost["size"] == sum(
+        os.path.getsize(os.path.join(served.root_path, "keras_sharded", n))
+        for n in ["sharded.weights.json"] + local.metadata["shards"])
+    assert "in 6 objects" in repr(remote)
+
+
+def test_a_keras_sharded_index_naming_a_shard_outside_its_folder_is_refused_before_fetching(served):
+    mark = served.mark()
+    with pytest.raises(CorruptFileError, match="outside its own folder"):
+        wv.open(served.url("evil/k.weights.json"))
+    assert {r[1] for r in served.since(mark)} == {"/evil/k.weights.json"}
 
 
 @pytest.mark.parametrize("name", ["cnn_q8_0.gguf", "cnn.pth", "mlp.npz", "cnn.onnx"])

@@ -98,7 +98,7 @@ def open_checkpoint(path, *, format: str | None = None, storage_options: dict | 
 
 
 _WHOLE = {f: "HDF5 files are read whole: their strings are read by a sandboxed process from a local file"
-          for f in ("keras-h5", "hdf5", "keras")}
+          for f in ("keras-h5", "hdf5", "keras", "keras-sharded")}
 
 
 def _open_remote(path, format, options):
@@ -106,13 +106,12 @@ def _open_remote(path, format, options):
     if not _source.exists(path):
         raise FileNotFoundError(f"not found: {path.source.display}")
     reader = _reader_by_name(format if format is not None else detect(path))
-    if reader.format == "keras-sharded":
-        raise UnknownFormatError(message(
-            f"{os.path.basename(path)} is a Keras sharded-weights index, not read remotely yet",
-            fix="download the index and its shards into one folder and open the index there",
-            got=path.source.display))
     if reader.format in _WHOLE:         # HDF5 strings are read in a sandboxed process, from a file
-        local = _source.local_copy(path)
+        if reader.format == "keras-sharded":                  # the index and its HDF5 shards,
+            from .keras_sharded import local_folder           # into one private folder
+            local = local_folder(path)
+        else:
+            local = _source.local_copy(path)
         if format is None and reader.format == "hdf5":        # Keras or plain: the HDF5 sniffers
             reader = _reader_by_name(detect(local))           # open the file itself
         ckpt = _call_read(reader, local, options)

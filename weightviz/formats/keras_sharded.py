@@ -53,13 +53,38 @@ def _bad(path, what, **kw) -> CorruptFileError:
     return CorruptFileError(message(f"{os.path.basename(path)}: {what}", **kw))
 
 
+def _check_size(path, size: int) -> None:
+    if size > kc.MAX_JSON_BYTES:
+        raise _bad(path, "is too large to be a Keras sharded-weights index",
+                   expected=f"at most {kc.MAX_JSON_BYTES} bytes", got=f"{size} bytes")
+
+
+def local_folder(path) -> str:
+    """A remote index and every shard it names fetched whole into one private local folder, under
+    their own names, for :func:`read`: the local index's path. Each shard is resolved beside the
+    index (:func:`source.sibling`: no '..', absolute paths, URLs or other hosts), all of them
+    before any is fetched; the folder goes with the remote session."""
+    from urllib.parse import unquote, urlsplit
+
+    from . import source as _source
+    _check_size(path, _source.size(path))
+    name = unquote(urlsplit(path).path.rpartition("/")[2])
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        name = "model.weights.json"
+    folder = _source.private_folder(path)
+    _source.whole_into(folder, [(name, path)])
+    index = os.path.join(folder, name)
+    wmap, _ = load_index(index)
+    shards = list(dict.fromkeys(s for names in wmap.values() for s in names))
+    named = [(s, _source.sibling(path, s, what="shard")) for s in shards]
+    _source.whole_into(folder, named)
+    return index
+
+
 def load_index(path) -> tuple[dict, dict]:
     """(weight_map as vars path -> [shard names], the index's metadata), checked."""
     try:
-        size = os.path.getsize(path)
-        if size > kc.MAX_JSON_BYTES:
-            raise _bad(path, "is too large to be a Keras sharded-weights index",
-                       expected=f"at most {kc.MAX_JSON_BYTES} bytes", got=f"{size} bytes")
+        _check_size(path, os.path.getsize(path))
         with open(path, "rb") as f:
             data = f.read(kc.MAX_JSON_BYTES + 1)
     except OSError as e:

@@ -174,6 +174,52 @@ def local_copy(path) -> str:
     return src.mirror.path
 
 
+def private_folder(path) -> str:
+    """A new private local folder, removed when the remote session of ``path`` goes."""
+    import shutil
+    import tempfile
+    import weakref
+    folder = tempfile.mkdtemp(prefix="weightviz-remote-")
+    weakref.finalize(path.source.session, shutil.rmtree, folder, True)
+    return folder
+
+
+def whole_into(folder: str, named) -> None:
+    """Remote objects fetched whole (as :func:`local_copy`, all of them within the download limit)
+    into ``folder`` as real files (no links) under the given names; ``named``: [(file name,
+    RemotePath)]. A missing object is left out, for the reader to name."""
+    import shutil
+
+    def size_of(item):
+        try:
+            return item[1].source.size
+        except FileNotFoundError:
+            return None
+    sizes = parallel(size_of, list(named), remote=True)
+    present = [item for item, n in zip(named, sizes) if n is not None]
+    total, limit = sum(n for n in sizes if n), (present[0][1].source.session.download_limit if present else 0)
+    if total > limit:
+        raise CorruptFileError(message(
+            f"{os.path.basename(present[0][1])} and the files beside it must be read whole, and their "
+            f"{total:,} bytes are over the limit", expected=f"at most {limit:,} bytes (download_limit=)",
+            fix="pass download_limit= (bytes) to allow it, or download the files and open them locally",
+            got=f"{total:,} bytes in {len(present)} files"))
+
+    def place(item):
+        name, path = item
+        src, dst = local_copy(path), os.path.join(folder, name)
+        if os.path.lexists(dst):
+            os.remove(dst)
+        if path.source.session.cache is None:        # a private mirror, never written again: link it
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass
+        shutil.copyfile(src, dst)
+    parallel(place, present, remote=True)
+
+
 def held(path) -> int:
     """Bytes of a remote object read so far (0 for a local path)."""
     return path.source.mirror.held() if isinstance(path, RemotePath) and path.source.mirror else 0
