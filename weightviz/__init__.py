@@ -38,8 +38,16 @@ def build_mlp(weights, biases=None, activations=None, **kwargs):
 def check(model, source, **kwargs):
     """Check a checkpoint against a model (-> :class:`~weightviz.matching.report.Report`), or a
     LoRA/PEFT adapter against its base (-> :class:`~weightviz.adapters.AdapterReport`)."""
-    from .adapters import is_adapter
-    if is_adapter(source):
+    from os import PathLike
+    if isinstance(source, (str, PathLike)):      # opened once: its reader says if it is an adapter
+        from .formats import open_checkpoint
+        opened = open_checkpoint(source)
+        adapter = opened.adapter is not None
+        source = source if adapter else opened
+    else:
+        from .adapters import is_adapter
+        adapter = is_adapter(source)
+    if adapter:
         from .adapters import check_adapter
         return check_adapter(model, source, **kwargs)
     from .matching.match import check as _check
