@@ -42,7 +42,10 @@ def jupyterlab(root: Path, token: str = "weightviz-test"):
     home = root / ".jupyter-home"
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"),
                JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), PYTHONWARNINGS="ignore")
+               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), PYTHONWARNINGS="ignore",
+               # matplotlib's own font cache, made afresh: a stale shared one (written while an
+               # installation's fonts were missing) makes every mathtext label warn on stderr
+               MPLCONFIGDIR=str(home / "matplotlib"))
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--ServerApp.open_browser=False", "--LabApp.news_url=", "--ServerApp.allow_root=True",
