@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import weightviz as wv
+from tests.hostile.catalog import damaged_folder_reads_cleanly
 from weightviz.errors import CorruptFileError, UnsafeCheckpointError, WeightvizError
 from weightviz.formats import _dcp_metadata
 
@@ -314,26 +315,7 @@ def test_random_bytes_as_metadata_raise_weightviz_errors_only(tmp_path):
 
 
 def test_damaged_chunk_files_raise_weightviz_errors_only(fx, tmp_path):
-    hypothesis = pytest.importorskip("hypothesis")
-    from hypothesis import strategies as st
+    pytest.importorskip("hypothesis")
     folder = _copy(fx, "dcp-2ranks", tmp_path)
     target = folder / "__1_0.distcp"
-    original = target.read_bytes()
-
-    @hypothesis.settings(max_examples=60, deadline=None, database=None)
-    @hypothesis.given(st.lists(st.tuples(st.integers(0, len(original) - 1), st.integers(1, 255)),
-                               min_size=1, max_size=8),
-                      st.integers(len(original) // 2, len(original)))
-    def run(flips, keep):
-        data = bytearray(original[:keep])
-        for pos, x in flips:
-            if pos < len(data):
-                data[pos] ^= x
-        target.write_bytes(bytes(data))
-        try:
-            ck = wv.open(folder)
-            for name in ck:
-                ck[name].numpy()
-        except WeightvizError:
-            pass
-    run()
+    damaged_folder_reads_cleanly(folder, target, examples=60, max_flips=8)

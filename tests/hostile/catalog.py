@@ -116,6 +116,35 @@ def open_at_once(case: Case, tmp_path, seconds: float = 2.0) -> None:
     assert time.perf_counter() - t < seconds
 
 
+def damaged_folder_reads_cleanly(folder, target, *, examples: int, max_flips: int) -> None:
+    """Hypothesis: ``target`` (a file of ``folder``) with a few bytes flipped and its tail cut
+    off, then every tensor of the folder read: a WeightvizError or a clean read, nothing else."""
+    import hypothesis
+    from hypothesis import strategies as st
+
+    import weightviz as wv
+    from weightviz.errors import WeightvizError
+    original = target.read_bytes()
+
+    @hypothesis.settings(max_examples=examples, deadline=None, database=None)
+    @hypothesis.given(st.lists(st.tuples(st.integers(0, len(original) - 1), st.integers(1, 255)),
+                               min_size=1, max_size=max_flips),
+                      st.integers(len(original) // 2, len(original)))
+    def run(flips, keep):
+        data = bytearray(original[:keep])
+        for pos, x in flips:
+            if pos < len(data):
+                data[pos] ^= x
+        target.write_bytes(bytes(data))
+        try:
+            ck = wv.open(folder)
+            for name in ck:
+                ck[name].numpy()
+        except WeightvizError:
+            pass
+    run()
+
+
 def all_cases() -> list[Case]:
     from . import cases_code, cases_gguf, cases_misc, cases_onnx, cases_outside, cases_size
     cases = (cases_code.CASES + cases_size.CASES + cases_outside.CASES + cases_misc.CASES + cases_gguf.CASES

@@ -185,15 +185,7 @@ class Partitions:
     def read2(self, name, shape, group, offset, numel) -> np.ndarray:
         ranks = self.ranks(name)
         out = np.empty(numel, dtype=dtypes.numpy_view_dtype(ranks[0][1][group].dtype))
-        pos, start = 0, 0
-        for st, groups in ranks:
-            rec = groups[group]
-            n = rec.size[0]
-            lo, hi = max(offset, start), min(offset + numel, start + n)
-            if lo < hi:
-                _slice(st, rec, lo - start, hi - lo, name, out[lo - offset:hi - offset])
-                pos += hi - lo
-            start += n
+        pos = _gather([(st, groups[group]) for st, groups in ranks], offset, numel, out, name)
         if pos != numel:
             raise bad(ranks[0][0].path, f"the partitions hold {pos:,} of its {numel:,} elements",
                       tensor=name)
@@ -205,15 +197,22 @@ def _slice(st: States, rec: TensorRecord, start: int, n: int, name, dest=None) -
     return st.values(sub, tensor=name, dest=dest)
 
 
-def _copy_range(st, groups, offset, n, dest, name) -> None:
-    """Elements offset..offset+n of the concatenation of ``groups`` (one rank) into dest."""
-    start, pos = 0, 0
-    for rec in groups:
+def _gather(pieces, offset: int, n: int, dest, name) -> int:
+    """Copy elements offset..offset+n of the concatenation of the 1-D ``pieces`` ((states,
+    record) pairs) into ``dest``; returns how many elements the pieces held."""
+    start = pos = 0
+    for st, rec in pieces:
         size = rec.size[0]
         lo, hi = max(offset, start), min(offset + n, start + size)
         if lo < hi:
             _slice(st, rec, lo - start, hi - lo, name, dest[lo - offset:hi - offset])
             pos += hi - lo
         start += size
+    return pos
+
+
+def _copy_range(st, groups, offset, n, dest, name) -> None:
+    """Elements offset..offset+n of the concatenation of ``groups`` (one rank) into dest."""
+    pos = _gather([(st, rec) for rec in groups], offset, n, dest, name)
     if pos != n:
         raise bad(st.path, f"this rank's partition holds {pos:,} of {n:,} elements", tensor=name)
